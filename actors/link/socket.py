@@ -1,0 +1,88 @@
+"""The underlay socket: one UDP/IPv6 socket joined to the multicast group of each locator."""
+from __future__ import annotations
+
+import socket
+import struct
+
+from ..addr import multicast_group
+
+IPV6_MULTICAST_ALL = getattr(socket, "IPV6_MULTICAST_ALL", 29)  # Linux; not in every Python
+_PKTINFO = struct.Struct("16sI")
+RCVBUF = 8 * 1024 * 1024
+
+
+class UnderlaySocket:
+    """Receives with the arrival group (IPV6_PKTINFO) and sends to a locator's group.
+
+    Shares the port with other node instances on the host (SO_REUSEPORT; multicast is
+    delivered to every member socket) and only sees the groups it joined itself
+    (IPV6_MULTICAST_ALL off), so instances on one host do not see each other's networks.
+    """
+
+    def __init__(self, interface: str, port: int, tag: int):
+        self.port = port
+        self.tag = tag
+        self.ifindex = socket.if_nametoindex(interface)
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, opt, RCVBUF)
+            except OSError:
+                pass
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, self.ifindex)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 1)
+        sock.bind(("::", port))
+        sock.setblocking(False)
+        self.sock = sock
+        self.ancbufsize = socket.CMSG_SPACE(_PKTINFO.size)
+        self.joined: dict[int, tuple] = {}  # locator -> destination address tuple
+        self.group_to_loc: dict[bytes, int] = {}
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def _mreq(self, group: str) -> bytes:
+        return socket.inet_pton(socket.AF_INET6, group) + struct.pack("@I", self.ifindex)
+
+    def join(self, loc: int) -> None:
+        group = multicast_group(loc, self.tag)
+        self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, self._mreq(group))
+        self.joined[loc] = (group, self.port, 0, self.ifindex)
+        self.group_to_loc[socket.inet_pton(socket.AF_INET6, group)] = loc
+
+    def leave(self, loc: int) -> None:
+        dest = self.joined.pop(loc, None)
+        if dest is None:
+            return
+        packed = socket.inet_pton(socket.AF_INET6, dest[0])
+        self.group_to_loc.pop(packed, None)
+        try:
+            self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_LEAVE_GROUP, self._mreq(dest[0]))
+        except OSError:
+            pass
+
+    def recv(self) -> tuple[int | None, bytes] | None:
+        """One datagram and its arrival locator (None if not a joined group); None if none ready."""
+        try:
+            data, anc, _flags, _addr = self.sock.recvmsg(65535, self.ancbufsize)
+        except BlockingIOError:
+            return None
+        for level, kind, cdata in anc:
+            if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO:
+                return self.group_to_loc.get(cdata[:16]), data
+        return None, data
+
+    def send(self, loc: int, datagram: bytes) -> bool:
+        dest = self.joined.get(loc)
+        if dest is None:
+            return False
+        self.sock.sendto(datagram, dest)
+        return True
+
+    def close(self) -> None:
+        self.sock.close()

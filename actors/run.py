@@ -1,0 +1,53 @@
+"""`ilnp-actor NAME`: run one actor of the node named by $ILNP_CONF in $ILNP_RUN_DIR."""
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+
+from bus.rundir import RUN_DIR_ENV, RunDir
+
+from .config import ConfigError, load_config
+
+# actor name -> module with main(config, run_dir)
+ACTORS = {
+    "broker": "actors.broker_main",
+    "link": "actors.link.main",
+    "router": "actors.router.main",
+    "discovery": "actors.discovery.main",
+    "mobility": "actors.mobility.main",
+    "echo": "actors.echo.main",
+    "proxy": "actors.proxy.main",
+}
+
+
+def setup_logging(name: str) -> None:
+    logging.basicConfig(
+        stream=sys.stdout, level=os.environ.get("ILNP_LOG_LEVEL", "INFO"),
+        format=f"%(asctime)s %(levelname)s {name} %(message)s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1 or argv[0] not in ACTORS:
+        print(f"usage: ilnp-actor {{{'|'.join(ACTORS)}}}", file=sys.stderr)
+        return 2
+    name = argv[0]
+    setup_logging(name)
+    run_dir = os.environ.get(RUN_DIR_ENV)
+    if not run_dir:
+        print(f"ilnp-actor: {RUN_DIR_ENV} is not set", file=sys.stderr)
+        return 2
+    try:
+        config = load_config()
+    except ConfigError as exc:
+        print(f"ilnp-actor {name}: {exc}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(ACTORS[name])
+    module.main(config, RunDir(run_dir))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""STP sockets for applications: bind a port on the node, send to (hostname, port).
+
+Any process on the host can open one; it attaches to the node's bus, binds its port
+with the router (a port held by another live process is a clear error), resolves names
+through a replica of discovery's host table, and receives (data, (hostname, port)).
+
+    from actors.stp.api import StpSocket
+    with StpSocket(port=5000) as sock:
+        sock.sendto(b"hello", ("bob", 5000))
+        data, (host, port) = sock.recvfrom(timeout=5)
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+
+from bus import topics
+from bus.client import BusClient, RequestError, request
+from bus.rundir import RunDir, find_run_dir
+
+from ..discovery.replica import HostReplica
+from .wire import StpError, decode, encode
+
+__all__ = ["StpSocket", "StpSocketError", "HostNotFound"]
+
+
+class StpSocketError(RuntimeError):
+    """Binding failed, the node is not running, or a send could not be made."""
+
+
+class HostNotFound(StpSocketError):
+    """The hostname is not (yet) known to the node's discovery."""
+
+
+class StpSocket:
+    def __init__(self, port: int = 0, run_dir: str | RunDir | None = None, timeout: float = 5.0):
+        try:
+            self.run = run_dir if isinstance(run_dir, RunDir) else find_run_dir(run_dir)
+            self.port = request(self.run, "router", "bind", port=port, pid=os.getpid(), timeout=timeout)
+        except (RequestError, RuntimeError) as exc:
+            raise StpSocketError(str(exc)) from None
+        self.hosts = HostReplica()
+        self.bus = BusClient(self.run, name=f"stp{self.port}")
+        self.bus.subscribe(topics.stp_rx(self.port))
+        self.bus.subscribe(topics.STATE_HOSTS)
+        self._inbox: deque = deque()
+        self.dropped_malformed = 0
+        try:
+            self.bus.wait_ready(timeout)
+            self.hosts.load(request(self.run, "discovery", "hosts", timeout=timeout))
+        except RequestError as exc:
+            self.close()
+            raise StpSocketError(str(exc)) from None
+
+    # ---- sending ------------------------------------------------------------
+    def _resolve(self, host: str) -> tuple[int, list[int]]:
+        self._pump(0)
+        found = self.hosts.resolve(host)
+        if found is None:
+            raise HostNotFound(f"host {host!r} is not known to the node (not discovered yet?)")
+        return found
+
+    def sendto(self, data: bytes, address: tuple[str, int]) -> None:
+        self.sendmany([data], address)
+
+    def sendmany(self, datas, address: tuple[str, int]) -> None:
+        """Send several datagrams to one address as one bus frame (fast path for bulk)."""
+        host, dst_port = address
+        nid, locs = self._resolve(host)
+        src = self.port
+        items = [[nid, locs, topics.NH_STP, encode(src, dst_port, data), None, None] for data in datas]
+        self.bus.publish(topics.ILNP_TX, {"p": items})
+
+    # ---- receiving ----------------------------------------------------------
+    def _pump(self, timeout: float | None) -> None:
+        """Move whatever frames are ready (waiting up to timeout for the first) into the inbox."""
+        frame = self.bus.recv(timeout)
+        while frame is not None:
+            topic, body = frame
+            if topic == topics.STATE_HOSTS:
+                self.hosts.load(body.get("hosts"))
+            else:
+                for item in body.get("p", ()):
+                    try:
+                        src_port, _dst, data = decode(item[5])
+                    except (StpError, IndexError, TypeError):
+                        self.dropped_malformed += 1
+                        continue
+                    self._inbox.append((data, (self.hosts.name_of(item[0], item[1]), src_port)))
+            frame = self.bus.recv(0)
+
+    def recvfrom(self, timeout: float | None = None) -> tuple[bytes, tuple[str, int]]:
+        """Next datagram and its sender (hostname, port); TimeoutError if none in time."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._inbox:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise TimeoutError("no datagram within the timeout")
+            self._pump(left)
+        return self._inbox.popleft()
+
+    def pending(self) -> int:
+        self._pump(0)
+        return len(self._inbox)
+
+    # ---- lifetime -----------------------------------------------------------
+    def close(self) -> None:
+        try:
+            request(self.run, "router", "unbind", port=self.port, timeout=1.0)
+        except RequestError:
+            pass  # the router reclaims a dead owner's port anyway
+        if hasattr(self, "bus"):
+            self.bus.close()
+
+    def __enter__(self) -> "StpSocket":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

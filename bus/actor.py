@@ -1,0 +1,285 @@
+"""The actor runtime every actor process uses.
+
+One loop per process: zmq SUB (bus), a ROUTER (requests), any extra file descriptors
+(UDP sockets), and timers. Handlers append output with `emit`; after each pass of the
+loop the runtime flushes every topic's items as ONE frame (opportunistic batching: at
+low rates a batch is one packet, at high rates it is whatever was ready).
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import signal
+import time
+from collections import Counter
+from typing import Any, Callable
+
+import zmq
+
+from . import topics
+from .codec import FrameError, pack, unpack
+from .rundir import RunDir
+
+log = logging.getLogger("actor")
+
+HWM = 50_000
+DRAIN_LIMIT = 128  # frames or datagrams taken from one source before looking at others
+HELLO_RETRY_S = 0.1
+
+
+Handler = Callable[[bytes, dict], None]
+
+
+def monotonic_ms() -> int:
+    return time.monotonic_ns() // 1_000_000
+
+
+class Actor:
+    """Connects to the node's bus and runs a loop of handlers, timers and requests.
+
+    `requires`: state topics this actor needs before it is in sync; it says hello
+    (repeatedly, until each has arrived) so their owners republish them.
+    """
+
+    def __init__(self, name: str, run_dir: RunDir | str, requires: tuple[bytes, ...] = (),
+                 serve_requests: bool = True):
+        self.name = name
+        self.run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+        self.counters: Counter = Counter()
+        self.started = time.time()
+        self._ctx = zmq.Context.instance()
+        self.pub = self._ctx.socket(zmq.PUB)
+        self.pub.setsockopt(zmq.SNDHWM, HWM)
+        self.pub.setsockopt(zmq.LINGER, 200)
+        self.pub.connect(self.run.bus_in)
+        self.sub = self._ctx.socket(zmq.SUB)
+        self.sub.setsockopt(zmq.RCVHWM, HWM)
+        self.sub.setsockopt(zmq.LINGER, 0)
+        self.sub.connect(self.run.bus_out)
+        self.poller = zmq.Poller()
+        self.poller.register(self.sub, zmq.POLLIN)
+        self.ctl = None
+        if serve_requests:
+            path = self.run.ctl_path(name)
+            try:
+                path.unlink()  # a stale endpoint of our previous incarnation
+            except FileNotFoundError:
+                pass
+            self.ctl = self._ctx.socket(zmq.ROUTER)
+            self.ctl.setsockopt(zmq.LINGER, 0)
+            self.ctl.bind(self.run.ctl(name))
+            self.poller.register(self.ctl, zmq.POLLIN)
+        self._handlers: list[tuple[bytes, Handler]] = []
+        self._commands: dict[str, Callable[..., Any]] = {
+            "status": self._cmd_status, "ping": lambda: "pong"}
+        self._readers: dict[int, Callable[[], None]] = {}
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._timer_seq = itertools.count()
+        self._seq: dict[bytes, int] = {}
+        self._last_seen: dict[tuple[str, bytes], int] = {}
+        self._out: dict[bytes, list] = {}
+        self._owned: list[tuple[bytes, Callable[[], dict]]] = []
+        self._missing = set(requires)
+        self._stopping = False
+        self.status_extra: Callable[[], dict] | None = None
+        self.subscribe(topics.HELLO, self._on_hello)
+        self._hello_sent_at = 0.0
+
+    # ---- wiring -------------------------------------------------------------
+    def subscribe(self, prefix: bytes, handler: Handler) -> None:
+        self._handlers.append((prefix, handler))
+        self.sub.setsockopt(zmq.SUBSCRIBE, prefix)
+
+    def command(self, name: str, fn: Callable[..., Any]) -> None:
+        """Serve request `name`; fn(**args) returns the result or raises ValueError."""
+        self._commands[name] = fn
+
+    def owns(self, topic: bytes, snapshot: Callable[[], dict]) -> None:
+        """This actor owns `topic`: republish snapshot() whenever someone says hello."""
+        self._owned.append((topic, snapshot))
+
+    def add_reader(self, fileobj, callback: Callable[[], None]) -> None:
+        fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
+        self._readers[fd] = callback
+        self.poller.register(fd, zmq.POLLIN)
+
+    def remove_reader(self, fileobj) -> None:
+        fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
+        if self._readers.pop(fd, None) is not None:
+            self.poller.unregister(fd)
+
+    def call_later(self, delay_s: float, fn: Callable[[], None]) -> None:
+        heapq.heappush(self._timers, (time.monotonic() + delay_s, next(self._timer_seq), fn))
+
+    def stop(self) -> None:
+        self._stopping = True
+
+    # ---- output -------------------------------------------------------------
+    def publish(self, topic: bytes, body: dict) -> None:
+        """Send one frame now (state, control). Data should use emit()."""
+        q = self._seq.get(topic, 0) + 1
+        self._seq[topic] = q
+        body["a"] = self.name
+        body["q"] = q
+        self.pub.send_multipart((topic, pack(body)), copy=False)
+        self.counters["frames_out"] += 1
+
+    def emit(self, topic: bytes, item: Any) -> None:
+        """Queue one data item; all items of a topic leave as one frame per loop pass."""
+        batch = self._out.get(topic)
+        if batch is None:
+            self._out[topic] = [item]
+        else:
+            batch.append(item)
+
+    def flush(self) -> None:
+        if not self._out:
+            return
+        out, self._out = self._out, {}
+        for topic, items in out.items():
+            self.publish(topic, {"p": items})
+            self.counters["items_out"] += len(items)
+
+    # ---- resync -------------------------------------------------------------
+    def _on_hello(self, _topic: bytes, body: dict) -> None:
+        if body.get("a") == self.name:
+            return
+        for topic, snapshot in self._owned:
+            self.publish(topic, snapshot())
+
+    def state_received(self, topic: bytes) -> None:
+        self._missing.discard(topic)
+
+    def _say_hello_if_needed(self) -> None:
+        if self._missing and time.monotonic() - self._hello_sent_at >= HELLO_RETRY_S:
+            self._hello_sent_at = time.monotonic()
+            self.publish(topics.HELLO, {})
+
+    # ---- loop ---------------------------------------------------------------
+    def _dispatch(self, parts: list[bytes]) -> None:
+        if len(parts) != 2:
+            self.counters["bad_frames"] += 1
+            return
+        topic, raw = parts
+        try:
+            body = unpack(raw)
+        except FrameError:
+            self.counters["bad_frames"] += 1
+            return
+        self.counters["frames_in"] += 1
+        sender, q = body.get("a"), body.get("q")
+        if isinstance(q, int) and sender is not None:
+            key = (sender, topic)
+            last = self._last_seen.get(key)
+            if last is not None and q > last + 1:
+                self.counters["bus_gaps"] += q - last - 1  # frames dropped at a high-water mark
+            self._last_seen[key] = q
+        if self._missing and topic in self._missing:
+            self._missing.discard(topic)
+        for prefix, handler in self._handlers:
+            if topic.startswith(prefix):
+                try:
+                    handler(topic, body)
+                except Exception:  # one bad frame must not take the actor down
+                    self.counters["handler_errors"] += 1
+                    log.exception("event=handler_error actor=%s topic=%s", self.name, topic)
+
+    def _serve_request(self) -> None:
+        for _ in range(DRAIN_LIMIT):
+            try:
+                parts = self.ctl.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            ident, body = parts[0], parts[-1]
+            reply = self._handle_request(body)
+            self.ctl.send_multipart([ident, b"", pack(reply)])
+
+    def _handle_request(self, raw: bytes) -> dict:
+        try:
+            req = unpack(raw)
+            cmd = req.pop("cmd")
+        except (FrameError, KeyError):
+            return {"ok": False, "error": "malformed request"}
+        fn = self._commands.get(cmd)
+        if fn is None:
+            return {"ok": False, "error": f"{self.name} has no command {cmd!r}"}
+        try:
+            return {"ok": True, "result": fn(**req)}
+        except (ValueError, TypeError, KeyError) as exc:
+            return {"ok": False, "error": str(exc) or exc.__class__.__name__}
+        except Exception as exc:
+            log.exception("event=request_error actor=%s cmd=%s", self.name, cmd)
+            return {"ok": False, "error": f"internal error: {exc}"}
+
+    def _cmd_status(self) -> dict:
+        status = {"actor": self.name, "pid": os.getpid(),
+                  "uptime_s": round(time.time() - self.started, 3),
+                  "in_sync": not self._missing,
+                  "counters": dict(self.counters)}
+        if self.status_extra:
+            status.update(self.status_extra())
+        return status
+
+    def _run_timers(self) -> None:
+        now = time.monotonic()
+        while self._timers and self._timers[0][0] <= now:
+            _, _, fn = heapq.heappop(self._timers)
+            try:
+                fn()
+            except Exception:
+                self.counters["timer_errors"] += 1
+                log.exception("event=timer_error actor=%s", self.name)
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, lambda *_: self.stop())
+        signal.signal(signal.SIGINT, lambda *_: self.stop())
+        log.info("event=start actor=%s pid=%d", self.name, os.getpid())
+        self.publish(topics.HELLO, {})
+        self._hello_sent_at = time.monotonic()
+        sub, ctl, readers = self.sub, self.ctl, self._readers
+        try:
+            while not self._stopping:
+                self._say_hello_if_needed()
+                timeout = 1000.0
+                if self._timers:
+                    timeout = max(0.0, (self._timers[0][0] - time.monotonic()) * 1000)
+                if self._missing:
+                    timeout = min(timeout, HELLO_RETRY_S * 1000)
+                try:
+                    ready = self.poller.poll(timeout)
+                except zmq.ZMQError as exc:
+                    if exc.errno == getattr(zmq, "EINTR", 4):
+                        continue
+                    raise
+                for sock, _ in ready:
+                    if sock is sub:
+                        for _ in range(DRAIN_LIMIT):
+                            try:
+                                parts = sub.recv_multipart(zmq.NOBLOCK)
+                            except zmq.Again:
+                                break
+                            self._dispatch(parts)
+                    elif sock is ctl:
+                        self._serve_request()
+                    else:
+                        callback = readers.get(sock)
+                        if callback is not None:
+                            callback()
+                self._run_timers()
+                self.flush()
+        finally:
+            self.flush()
+            log.info("event=stop actor=%s", self.name)
+            self.close()
+
+    def close(self) -> None:
+        for sock in (self.pub, self.sub, self.ctl):
+            if sock is not None:
+                sock.close()
+        if self.ctl is not None:
+            try:
+                self.run.ctl_path(self.name).unlink()
+            except FileNotFoundError:
+                pass

@@ -1,0 +1,143 @@
+"""Talking to a running node from outside its actors: requests and bus attachment."""
+from __future__ import annotations
+
+import time
+from typing import Any, Iterator
+
+import zmq
+
+from . import topics
+from .codec import FrameError, pack, unpack
+from .rundir import RunDir, find_run_dir
+
+DEFAULT_TIMEOUT = 3.0
+
+
+class RequestError(RuntimeError):
+    """The node or actor did not answer, or answered with an error (one line)."""
+
+
+def request(run: RunDir | str | None, actor: str, cmd: str, timeout: float = DEFAULT_TIMEOUT,
+            **args: Any) -> Any:
+    """Send one request to `actor` and return its result; RequestError on any failure."""
+    run = run if isinstance(run, RunDir) else find_run_dir(run)
+    if not run.broker_running():
+        raise RequestError(f"node not running at {run.path}")
+    if not run.ctl_path(actor).exists():
+        raise RequestError(f"actor {actor} is not running on the node at {run.path}")
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVTIMEO, int(timeout * 1000))
+    sock.setsockopt(zmq.SNDTIMEO, int(timeout * 1000))
+    try:
+        sock.connect(run.ctl(actor))
+        sock.send(pack({"cmd": cmd, **args}))
+        try:
+            reply = unpack(sock.recv())
+        except zmq.Again:
+            raise RequestError(f"actor {actor} does not answer (timeout {timeout:g}s)") from None
+        except FrameError as exc:
+            raise RequestError(f"bad reply from {actor}: {exc}") from None
+    finally:
+        sock.close()
+    if not reply.get("ok"):
+        raise RequestError(f"{actor}: {reply.get('error', 'failed')}")
+    return reply.get("result")
+
+
+class BusClient:
+    """A pub/sub attachment to a node's bus for tools and applications (no loop of its own).
+
+    `wait_ready()` returns once a hello of ours came back through the broker: from then
+    on our publisher knows every subscription, so nothing we publish is lost to the
+    slow-joiner race.
+    """
+
+    def __init__(self, run: RunDir | str | None = None, name: str = "client"):
+        self.run = run if isinstance(run, RunDir) else find_run_dir(run)
+        if not self.run.broker_running():
+            raise RequestError(f"node not running at {self.run.path}")
+        self.name = f"{name}.{id(self):x}"
+        ctx = zmq.Context.instance()
+        self.pub = ctx.socket(zmq.PUB)
+        self.pub.setsockopt(zmq.SNDHWM, 50_000)
+        self.pub.setsockopt(zmq.LINGER, 500)
+        self.pub.connect(self.run.bus_in)
+        self.sub = ctx.socket(zmq.SUB)
+        self.sub.setsockopt(zmq.RCVHWM, 50_000)
+        self.sub.setsockopt(zmq.LINGER, 0)
+        self.sub.connect(self.run.bus_out)
+        self._seq: dict[bytes, int] = {}
+        self._last_seen: dict[tuple[str, bytes], int] = {}
+        self.gaps = 0
+
+    def subscribe(self, prefix: bytes) -> None:
+        self.sub.setsockopt(zmq.SUBSCRIBE, prefix)
+
+    def unsubscribe(self, prefix: bytes) -> None:
+        self.sub.setsockopt(zmq.UNSUBSCRIBE, prefix)
+
+    def publish(self, topic: bytes, body: dict) -> None:
+        q = self._seq.get(topic, 0) + 1
+        self._seq[topic] = q
+        body["a"] = self.name
+        body["q"] = q
+        self.pub.send_multipart((topic, pack(body)), copy=False)
+
+    def wait_ready(self, timeout: float = 5.0) -> None:
+        self.subscribe(topics.HELLO)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.publish(topics.HELLO, {})
+            end = min(deadline, time.monotonic() + 0.1)
+            while (left := end - time.monotonic()) > 0:
+                if not self.sub.poll(left * 1000):
+                    break
+                topic, body = self._recv_raw()
+                if topic == topics.HELLO and body and body.get("a") == self.name:
+                    self.unsubscribe(topics.HELLO)
+                    return
+        raise RequestError(f"bus of the node at {self.run.path} does not answer")
+
+    def _recv_raw(self) -> tuple[bytes, dict | None]:
+        parts = self.sub.recv_multipart()
+        if len(parts) != 2:
+            return b"", None
+        try:
+            body = unpack(parts[1])
+        except FrameError:
+            return parts[0], None
+        sender, q = body.get("a"), body.get("q")
+        if isinstance(q, int) and sender is not None:
+            key = (sender, parts[0])
+            last = self._last_seen.get(key)
+            if last is not None and q > last + 1:
+                self.gaps += q - last - 1
+            self._last_seen[key] = q
+        return parts[0], body
+
+    def recv(self, timeout: float | None = None) -> tuple[bytes, dict] | None:
+        """Next decodable frame, or None on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic()) * 1000
+            if not self.sub.poll(wait):
+                return None
+            topic, body = self._recv_raw()
+            if body is not None:
+                return topic, body
+
+    def frames(self, timeout: float | None = None) -> Iterator[tuple[bytes, dict]]:
+        while (frame := self.recv(timeout)) is not None:
+            yield frame
+
+    def close(self) -> None:
+        self.pub.close()
+        self.sub.close()
+
+    def __enter__(self) -> "BusClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

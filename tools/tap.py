@@ -1,0 +1,115 @@
+"""`ilnp-tap`: watch a running node's bus, one decoded line per frame.
+
+Attaching is a plain SUB connection to the broker: it never disturbs the node, and
+topics nobody watches are not even sent by their publishers.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import click
+
+from actors.addr import format64
+from bus.client import BusClient, RequestError
+
+from .common import json_option, node, one_line_errors, run_dir_option
+
+# Items of these topics hold locators / NIDs at these positions (DESIGN.md).
+_LOC_FIELDS = {
+    b"link.rx": (0,), b"link.tx": (0,),
+    b"ilnp.tx": (0,),
+}
+
+
+def _describe_item(topic: bytes, item) -> str:
+    if topic.startswith(b"link.") and isinstance(item, list) and len(item) == 2:
+        return f"{format64(item[0])} {_header_summary(item[1])}"
+    if topic.startswith(b"ilnp.rx.") and isinstance(item, list) and len(item) >= 6:
+        src_loc, src_nid, dst_loc, dst_nid, arrival, payload = item[:6]
+        return (f"{format64(src_loc)}:{format64(src_nid)} -> {format64(dst_loc)}:{format64(dst_nid)}"
+                f" on {format64(arrival)} {len(payload)}B")
+    if topic == b"ilnp.tx" and isinstance(item, list) and len(item) >= 5:
+        dst_nid, dst_locs, nh, payload, via = item[:5]
+        locs = ",".join(format64(x) for x in dst_locs or ())
+        via_s = f" via {format64(via)}" if via is not None else ""
+        return f"to {locs}:{format64(dst_nid)} nh {nh} {len(payload)}B{via_s}"
+    return repr(item)[:120]
+
+
+def _header_summary(datagram: bytes) -> str:
+    if len(datagram) < 40:
+        return f"{len(datagram)}B (short)"
+    nh, hop = datagram[6], datagram[7]
+    src = int.from_bytes(datagram[8:16], "big"), int.from_bytes(datagram[16:24], "big")
+    dst = int.from_bytes(datagram[24:32], "big"), int.from_bytes(datagram[32:40], "big")
+    return (f"{format64(src[0])}:{format64(src[1])} -> {format64(dst[0])}:{format64(dst[1])}"
+            f" nh {nh} hop {hop} {len(datagram)}B")
+
+
+def describe(topic: bytes, body: dict) -> str:
+    who = f"{body.get('a', '?')}#{body.get('q', '?')}"
+    items = body.get("p")
+    if isinstance(items, list):
+        first = _describe_item(topic, items[0]) if items else ""
+        more = f" (+{len(items) - 1} more)" if len(items) > 1 else ""
+        return f"{topic.decode(errors='replace')} {who} [{len(items)}] {first}{more}"
+    rest = {k: v for k, v in body.items() if k not in ("a", "q")}
+    return f"{topic.decode(errors='replace')} {who} {_jsonable(rest)}"
+
+
+def _jsonable(value):
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+@click.command()
+@click.argument("prefixes", nargs=-1)
+@run_dir_option
+@json_option
+@click.option("--count", "-c", type=click.IntRange(min=1), default=None, help="Stop after N frames.")
+@click.option("--timeout", "-t", type=click.FloatRange(min=0), default=None,
+              help="Stop after S seconds (also when nothing arrives).")
+@one_line_errors
+def main(prefixes, run_dir, as_json, count, timeout):
+    """Print every bus frame of a running node (or those whose topic starts with PREFIXES)."""
+    run = node(run_dir)
+    try:
+        client = BusClient(run, name="tap")
+    except RequestError as exc:
+        raise click.ClickException(str(exc)) from None
+    for prefix in prefixes or ("",):
+        client.subscribe(prefix.encode())
+    seen = 0
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        while count is None or seen < count:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            frame = client.recv(left)
+            if frame is None:
+                break
+            topic, body = frame
+            seen += 1
+            if as_json:
+                line = json.dumps({"t": round(time.time(), 6), "topic": topic.decode(errors="replace"),
+                                   "body": _jsonable(body)})
+            else:
+                line = f"{time.strftime('%H:%M:%S')} {describe(topic, body)}"
+            click.echo(line)
+            sys.stdout.flush()
+    except (KeyboardInterrupt, BrokenPipeError):
+        pass
+    finally:
+        client.close()
+
+
+if __name__ == "__main__":
+    main()
