@@ -46,30 +46,30 @@ class Actor:
     def __init__(self, name: str, run_dir: RunDir | str, requires: tuple[bytes, ...] = (),
                  serve_requests: bool = True):
         self.name = name
-        self.run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+        self.run_dir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
         self.counters: Counter = Counter()
         self.started = time.time()
         self._ctx = zmq.Context.instance()
         self.pub = self._ctx.socket(zmq.PUB)
         self.pub.setsockopt(zmq.SNDHWM, HWM)
         self.pub.setsockopt(zmq.LINGER, 200)
-        self.pub.connect(self.run.bus_in)
+        self.pub.connect(self.run_dir.bus_in)
         self.sub = self._ctx.socket(zmq.SUB)
         self.sub.setsockopt(zmq.RCVHWM, HWM)
         self.sub.setsockopt(zmq.LINGER, 0)
-        self.sub.connect(self.run.bus_out)
+        self.sub.connect(self.run_dir.bus_out)
         self.poller = zmq.Poller()
         self.poller.register(self.sub, zmq.POLLIN)
         self.ctl = None
         if serve_requests:
-            path = self.run.ctl_path(name)
+            path = self.run_dir.ctl_path(name)
             try:
                 path.unlink()  # a stale endpoint of our previous incarnation
             except FileNotFoundError:
                 pass
             self.ctl = self._ctx.socket(zmq.ROUTER)
             self.ctl.setsockopt(zmq.LINGER, 0)
-            self.ctl.bind(self.run.ctl(name))
+            self.ctl.bind(self.run_dir.ctl(name))
             self.poller.register(self.ctl, zmq.POLLIN)
         self._handlers: list[tuple[bytes, Handler]] = []
         self._commands: dict[str, Callable[..., Any]] = {
@@ -280,6 +280,33 @@ class Actor:
                 sock.close()
         if self.ctl is not None:
             try:
-                self.run.ctl_path(self.name).unlink()
+                self.run_dir.ctl_path(self.name).unlink()
             except FileNotFoundError:
                 pass
+
+
+class CoreTimer:
+    """Runs a protocol core's timer: calls `fire(now_ms)` when `next_deadline()` comes.
+
+    Call arm() after every event given to the core; a deadline that moved later
+    just makes one early, harmless fire.
+    """
+
+    def __init__(self, actor: Actor, next_deadline: Callable[[], int | None],
+                 fire: Callable[[int], None]):
+        self.actor = actor
+        self.next_deadline = next_deadline
+        self.fire = fire
+        self._armed_at: int | None = None
+
+    def arm(self) -> None:
+        deadline = self.next_deadline()
+        if deadline is None or (self._armed_at is not None and self._armed_at <= deadline):
+            return
+        self._armed_at = deadline
+        self.actor.call_later(max(0, deadline - monotonic_ms()) / 1000, self._expired)
+
+    def _expired(self) -> None:
+        self._armed_at = None
+        self.fire(monotonic_ms())
+        self.arm()

@@ -1,0 +1,1 @@
+"""Discovery layer (next header 43): hostnames to I-LVs, by solicitation and advertisement."""

@@ -1,0 +1,76 @@
+"""The discovery actor: DiscoveryCore behind the bus.
+
+ilnp.rx.43 -> core.receive; its Transmit -> ilnp.tx (to ALL_NODES, NID 0, out on one
+locator). Owns the host table: publishes state.hosts whole when it changes, answers
+`hosts` and `resolve`. Follows state.locators; applies mob.peer (accepted updates).
+"""
+from __future__ import annotations
+
+import logging
+import random
+
+from bus import topics
+from bus.actor import Actor, CoreTimer, monotonic_ms
+from bus.rundir import RunDir
+
+from ..addr import ALL_NODES, format64
+from ..config import NodeConfig
+from .core import DiscoveryCore, HostsChanged, Transmit
+
+log = logging.getLogger("discovery")
+
+
+class DiscoveryShell:
+    def __init__(self, config: NodeConfig, run: RunDir):
+        self.actor = actor = Actor("discovery", run, requires=(topics.STATE_LOCATORS,))
+        self.core = DiscoveryCore(config.hostname, config.nid, config.wait_time_ms, random.Random())
+        self.timer = CoreTimer(actor, self.core.next_deadline, lambda now: self.apply(self.core.on_timer(now)))
+        actor.subscribe(topics.ilnp_rx(topics.NH_DISCOVERY), self.on_rx)
+        actor.subscribe(topics.STATE_LOCATORS, self.on_locators)
+        actor.subscribe(topics.MOB_PEER, self.on_peer_moved)
+        actor.owns(topics.STATE_HOSTS, self.snapshot)
+        actor.command("hosts", self.rows)
+        actor.command("resolve", self.cmd_resolve)
+        actor.status_extra = lambda: {"core": dict(self.core.counters)}
+
+    def rows(self) -> list:
+        """[[hostname, nid, [locs newest first], age_ms], ...] (the replica format)."""
+        return [[r.hostname, r.nid, list(r.locs), r.age_ms] for r in self.core.hosts(monotonic_ms())]
+
+    def snapshot(self) -> dict:
+        return {"hosts": self.rows()}
+
+    def cmd_resolve(self, name: str) -> list:
+        return [[format64(loc), format64(nid)] for loc, nid in self.core.resolve(name, monotonic_ms())]
+
+    def apply(self, actions: list) -> None:
+        changed = False
+        for action in actions:
+            if type(action) is Transmit:
+                self.actor.emit(topics.ILNP_TX, [0, [ALL_NODES], topics.NH_DISCOVERY, action.body,
+                                                 action.via_loc, None])
+            elif type(action) is HostsChanged:
+                changed = True
+        if changed:
+            self.actor.publish(topics.STATE_HOSTS, self.snapshot())
+        self.timer.arm()
+
+    def on_rx(self, _topic: bytes, body: dict) -> None:
+        now = monotonic_ms()
+        actions = []
+        for item in body.get("p", ()):
+            src_loc, src_nid, _dst_loc, _dst_nid, arrival, payload = item[:6]
+            actions.extend(self.core.receive(src_loc, src_nid, arrival, payload, now))
+        self.apply(actions)
+
+    def on_locators(self, _topic: bytes, body: dict) -> None:
+        self.apply(self.core.set_locators(body.get("joined", []), body.get("leaving", []), monotonic_ms()))
+
+    def on_peer_moved(self, _topic: bytes, body: dict) -> None:
+        log.info("event=peer_moved nid=%s locs=%s", format64(body["nid"]),
+                 ",".join(format64(x) for x in body["locs"]))
+        self.apply(self.core.peer_moved(body["nid"], body["locs"], monotonic_ms()))
+
+
+def main(config: NodeConfig, run: RunDir) -> None:
+    DiscoveryShell(config, run).actor.run()

@@ -1,0 +1,367 @@
+"""Mobility core: the locator set, the move schedule, soft handoff, locator updates and acks.
+
+PROTOCOL.md "Locator update (next header 44)" and "Mobility (soft handoff)"; DESIGN.md
+"Who owns what". Pure: time comes in as int milliseconds, actions go out as frozen
+dataclasses, the shell does the bus I/O.
+
+Decisions worth knowing:
+- A move publishes cur = new, joined = new + (old - new), leaving = old - new, and after
+  handoff_time publishes joined = cur, leaving = [] (the router then drops routes via the
+  old interfaces and the link leaves their groups). handoff_time 0 = hard handoff.
+- A move during a handoff finishes the old handoff at once (its leaving set is dropped,
+  the set we are moving away from becomes the new leaving set) and supersedes the
+  unacknowledged updates of the old move: the new update carries the newer locators.
+- Updates go with via=None: the router owns the forwarding table, and during the handoff
+  its route to the peer is still the one the session used before the move (learned
+  routes via the old interface are only dropped at the end of the handoff); if the peer's
+  locator is now one we joined, the router sends there directly, which is shorter. Unlike
+  the original (always the old interface), this also works in a hard handoff.
+- The update body names the new set `cur`, not joined: that is what the original sends.
+- Each update carries a fresh sequence number (retries reuse it). It is 32 bits on the
+  wire (router destination options), so it wraps and is compared as a serial number
+  (RFC 1982). The shell should seed `first_seq` from a wall clock so that a restarted
+  mobility actor keeps counting upwards (peers remember our last seq per nonce).
+- Receiving: an update whose seq equals the last accepted one from that peer, with the
+  same locators, is a retry after a lost ack: it is acked again, not applied again
+  (counted update_duplicate). An older seq (or equal seq with other locators) is a
+  replay: dropped without an ack (update_replay). A peer that proved its nonce
+  (nonce_ok True) must send a seq, or the update is refused (update_missing_seq): a
+  replayer could strip the seq option otherwise.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import ClassVar
+
+from actors.addr import ALL_NODES
+from actors.mobility.wire import Ack, LocatorUpdateWireError, decode, encode_ack, encode_update
+
+NEXT_HEADER = 44
+_U64 = 1 << 64
+SEQ_MOD = 1 << 32  # the sequence option is 32 bits
+
+
+def seq_newer(a: int, b: int) -> bool:
+    """RFC 1982 serial number comparison: is `a` after `b`?"""
+    return 0 < (a - b) % SEQ_MOD < SEQ_MOD // 2
+
+
+# ---------------------------------------------------------------- actions
+
+
+@dataclass(frozen=True)
+class PublishLocators:
+    """Publish `state.locators`: joined = cur + leaving."""
+    cur: tuple[int, ...]
+    joined: tuple[int, ...]
+    leaving: tuple[int, ...]
+
+    def body(self) -> dict:
+        return {"cur": list(self.cur), "joined": list(self.joined), "leaving": list(self.leaving)}
+
+
+@dataclass(frozen=True)
+class Transmit:
+    """A next-header-44 packet for the router (`ilnp.tx`); the router stamps the nonce."""
+    dst_nid: int
+    dst_locs: tuple[int, ...]
+    via: int | None
+    body: bytes
+    seq: int | None = None
+
+    next_header: ClassVar[int] = NEXT_HEADER
+
+    @property
+    def opts(self) -> dict | None:
+        return None if self.seq is None else {"seq": self.seq}
+
+    def tx_item(self) -> list:
+        """The `ilnp.tx` item: [dst_nid, [dst_loc...], next_header, payload, via, opts]."""
+        return [self.dst_nid, list(self.dst_locs), NEXT_HEADER, self.body, self.via, self.opts]
+
+
+@dataclass(frozen=True)
+class PeerMoved:
+    """Publish `mob.peer`: an accepted locator update (discovery rewrites its host table)."""
+    nid: int
+    locs: tuple[int, ...]
+
+    def body(self) -> dict:
+        return {"nid": self.nid, "locs": list(self.locs)}
+
+
+Action = PublishLocators | Transmit | PeerMoved
+
+
+# ---------------------------------------------------------------- helpers
+
+
+@dataclass
+class _Pending:
+    """An update to one peer NID waiting for its ack."""
+    seq: int
+    dst_locs: tuple[int, ...]
+    body: bytes
+    retries_left: int
+    deadline: int
+
+
+def locator_set(locs) -> tuple[int, ...]:
+    """Validate one step of a schedule (or a commanded move): ordered, no duplicates."""
+    out: list[int] = []
+    for loc in locs:
+        if not isinstance(loc, int) or isinstance(loc, bool) or not 0 <= loc < _U64:
+            raise ValueError(f"locator {loc!r} is not a 64-bit unsigned int")
+        if loc == ALL_NODES:
+            raise ValueError("ALL_NODES is not a locator a node can move to")
+        if loc not in out:
+            out.append(loc)
+    if not out:
+        raise ValueError("a locator set holds at least one locator")
+    return tuple(out)
+
+
+def _parse_opts(opts) -> tuple[bytes | None, int | None, bool | None, bool]:
+    """(nonce, seq, nonce_ok, well_formed) from the router's receive opts."""
+    if opts is None:
+        return None, None, None, True
+    if not isinstance(opts, dict):
+        return None, None, None, False
+    seq = opts.get("seq")
+    if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool)):
+        return None, None, None, False
+    ok = opts.get("nonce_ok")
+    # Anything but an explicit True/None is a failed nonce check.
+    nonce_ok = True if ok is True else None if ok is None else False
+    return opts.get("nonce"), seq, nonce_ok, True
+
+
+# ---------------------------------------------------------------- the core
+
+
+class MobilityCore:
+    def __init__(
+        self,
+        nid: int,
+        schedule: list[list[int]],
+        move_time_ms: int,
+        handoff_time_ms: int,
+        *,
+        retries: int = 3,
+        retry_interval_ms: int = 1000,
+        accept_without_nonce: bool = True,
+        first_seq: int = 1,
+    ) -> None:
+        if not schedule:
+            raise ValueError("the schedule holds at least one locator set")
+        self.schedule = [locator_set(s) for s in schedule]
+        if len(self.schedule) > 1 and move_time_ms <= 0:
+            raise ValueError("move_time must be positive when the schedule has several sets")
+        if handoff_time_ms < 0 or retries < 0 or retry_interval_ms <= 0:
+            raise ValueError("handoff_time >= 0, retries >= 0 and retry_interval > 0 required")
+        self.nid = nid
+        self.move_time = move_time_ms
+        self.handoff_time = handoff_time_ms
+        self.retries = retries
+        self.retry_interval = retry_interval_ms
+        self.accept_without_nonce = accept_without_nonce
+        self.counters: Counter = Counter()
+
+        self.cur: tuple[int, ...] = ()
+        self.leaving: tuple[int, ...] = ()
+        self._step = 0                      # index in schedule of the last scheduled set
+        self._next_move: int | None = None
+        self._handoff_end: int | None = None
+        self._next_seq = first_seq % SEQ_MOD
+        self._sessions: dict[int, tuple[int, ...]] = {}   # peer NID -> locs, newest first
+        self._pending: dict[int, _Pending] = {}           # peer NID -> unacked update
+        self._seen: dict[int, tuple[bytes | None, int, tuple[int, ...]]] = {}  # NID -> nonce, seq, locs
+
+    # ------------------------------------------------------------ state
+
+    @property
+    def joined(self) -> tuple[int, ...]:
+        return self.cur + self.leaving
+
+    def locators(self) -> PublishLocators:
+        """The current `state.locators` (also for republishing on `hello`)."""
+        return PublishLocators(self.cur, self.joined, self.leaving)
+
+    def pending(self) -> dict[int, tuple[int, int]]:
+        """Unacknowledged updates: peer NID -> (seq, retries left)."""
+        return {nid: (p.seq, p.retries_left) for nid, p in self._pending.items()}
+
+    def next_deadline(self) -> int | None:
+        times = [t for t in (self._handoff_end, self._next_move) if t is not None]
+        times += [p.deadline for p in self._pending.values()]
+        return min(times, default=None)
+
+    # ------------------------------------------------------------ events
+
+    def start(self, now: int, current=None) -> list[Action]:
+        """Publish the first set (or `current`, to resume after a restart) and arm the schedule."""
+        self.cur = self.schedule[0] if current is None else locator_set(current)
+        self._step = self.schedule.index(self.cur) if self.cur in self.schedule else 0
+        self.leaving = ()
+        self._handoff_end = None
+        self._next_move = now + self.move_time if len(self.schedule) > 1 else None
+        return [self.locators()]
+
+    def move(self, new_set, now: int) -> list[Action]:
+        """Move on command (`ilnp-move`). Raises ValueError on a bad set (a command error).
+
+        The schedule goes on from the commanded set when it is one of its steps, else
+        from where it was; the next scheduled move is a full move_time later.
+        """
+        new = locator_set(new_set)
+        if new == self.cur:
+            self.counters["move_same_set"] += 1
+            return []
+        if new in self.schedule:
+            self._step = self.schedule.index(new)
+        if self._next_move is not None:
+            self._next_move = now + self.move_time
+        return self._move(new, now)
+
+    def set_sessions(self, sessions) -> None:
+        """Replica of the router's `state.sessions`: [[loc, nid], ...], later = more recent."""
+        peers: dict[int, list[int]] = {}
+        for entry in reversed(list(sessions)):
+            try:
+                loc, nid = entry
+            except (TypeError, ValueError):
+                self.counters["bad_session_entry"] += 1
+                continue
+            if not isinstance(loc, int) or not isinstance(nid, int):
+                self.counters["bad_session_entry"] += 1
+                continue
+            if nid in (0, self.nid) or loc == ALL_NODES:
+                continue  # discovery broadcast or ourselves: nobody to update
+            locs = peers.setdefault(nid, [])
+            if loc not in locs:
+                locs.append(loc)
+        self._sessions = {nid: tuple(locs) for nid, locs in peers.items()}
+
+    def receive(self, src_loc: int, src_nid: int, arrival_loc: int, body, opts, now: int) -> list[Action]:
+        """A next-header-44 packet from the router (`ilnp.rx.44`)."""
+        try:
+            msg = decode(body)
+        except LocatorUpdateWireError:
+            self.counters["malformed"] += 1
+            return []
+        nonce, seq, nonce_ok, well_formed = _parse_opts(opts)
+        if not well_formed:
+            self.counters["malformed_opts"] += 1
+            return []
+        if isinstance(msg, Ack):
+            return self._on_ack(src_nid, seq, nonce_ok)
+        return self._on_update(src_nid, arrival_loc, msg.locs, nonce, seq, nonce_ok)
+
+    def on_timer(self, now: int) -> list[Action]:
+        actions: list[Action] = []
+        move_due = self._next_move is not None and now >= self._next_move
+        if self._handoff_end is not None and now >= self._handoff_end:
+            self.leaving = ()
+            self._handoff_end = None
+            self.counters["handoffs_done"] += 1
+            if not move_due:  # a move now publishes the full state anyway
+                actions.append(self.locators())
+        if move_due:
+            while self._next_move <= now:  # late timer: catch up without a burst of moves
+                self._next_move += self.move_time
+            self._step = (self._step + 1) % len(self.schedule)
+            actions += self._move(self.schedule[self._step], now)
+        for nid, p in list(self._pending.items()):
+            if now < p.deadline:
+                continue
+            if p.retries_left == 0:
+                del self._pending[nid]
+                self.counters["updates_unacked"] += 1
+                continue
+            p.retries_left -= 1
+            p.deadline = now + self.retry_interval
+            self.counters["update_retries"] += 1
+            actions.append(Transmit(nid, p.dst_locs, None, p.body, p.seq))
+        return actions
+
+    # ------------------------------------------------------------ moving
+
+    def _move(self, new: tuple[int, ...], now: int) -> list[Action]:
+        if new == self.cur:
+            self.counters["move_same_set"] += 1
+            return []
+        self.counters["moves"] += 1
+        if self._handoff_end is not None:
+            self.counters["handoffs_cut_short"] += 1  # its leaving set is dropped right now
+        old = self.cur
+        self.cur = new
+        self.leaving = tuple(loc for loc in old if loc not in new) if self.handoff_time else ()
+        self._handoff_end = now + self.handoff_time if self.leaving else None
+        return [self.locators(), *self._send_updates(now)]
+
+    def _send_updates(self, now: int) -> list[Action]:
+        if self._pending:  # the previous move's updates name locators we no longer prefer
+            self.counters["updates_superseded"] += len(self._pending)
+            self._pending.clear()
+        body = encode_update(self.cur)
+        actions: list[Action] = []
+        for nid, locs in self._sessions.items():
+            seq = self._next_seq
+            self._next_seq = (seq + 1) % SEQ_MOD
+            self._pending[nid] = _Pending(seq, locs, body, self.retries, now + self.retry_interval)
+            self.counters["updates_sent"] += 1
+            actions.append(Transmit(nid, locs, None, body, seq))
+        return actions
+
+    # ------------------------------------------------------------ receiving
+
+    def _on_update(self, src_nid, arrival_loc, locs, nonce, seq, nonce_ok) -> list[Action]:
+        self.counters["updates_in"] += 1
+        if src_nid == self.nid or src_nid == 0:
+            self.counters["update_bad_sender"] += 1
+            return []
+        if nonce_ok is False:
+            self.counters["update_bad_nonce"] += 1
+            return []
+        if nonce_ok is None:
+            if not self.accept_without_nonce:
+                self.counters["update_no_nonce_refused"] += 1
+                return []
+            self.counters["update_no_nonce_accepted"] += 1
+        elif seq is None:
+            self.counters["update_missing_seq"] += 1
+            return []
+        if ALL_NODES in locs:
+            self.counters["update_bad_locator"] += 1
+            return []
+        ack = Transmit(src_nid, (locs[0],), arrival_loc, encode_ack(), seq)
+        if seq is not None:
+            seen = self._seen.get(src_nid)
+            if seen is not None and seen[0] == nonce:  # a new nonce = a new sequence space
+                _, last_seq, last_locs = seen
+                if seq == last_seq and locs == last_locs:
+                    self.counters["update_duplicate"] += 1  # our ack was lost: ack again
+                    return [ack]
+                if not seq_newer(seq, last_seq):
+                    self.counters["update_replay"] += 1
+                    return []
+            self._seen[src_nid] = (nonce, seq, locs)
+        self.counters["updates_accepted"] += 1
+        pending = self._pending.get(src_nid)
+        if pending is not None:
+            pending.dst_locs = locs  # our own retries follow the peer
+        return [PeerMoved(src_nid, locs), ack]
+
+    def _on_ack(self, src_nid, seq, nonce_ok) -> list[Action]:
+        self.counters["acks_in"] += 1
+        if nonce_ok is False:
+            self.counters["ack_bad_nonce"] += 1  # a forged ack would silence our retries
+            return []
+        pending = self._pending.get(src_nid)
+        if pending is None or (seq is not None and seq != pending.seq):
+            self.counters["acks_unexpected"] += 1
+            return []
+        del self._pending[src_nid]
+        self.counters["updates_acked"] += 1
+        return []

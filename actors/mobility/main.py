@@ -1,0 +1,99 @@
+"""The mobility actor: MobilityCore behind the bus.
+
+Owns the node's locator set (state.locators, also kept on disk so a restart resumes
+where it was), runs the move schedule and moves on command (`move`), sends locator
+updates to the router's active sessions and answers peers' updates (mob.peer for
+discovery, acks back).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from bus import topics
+from bus.actor import Actor, CoreTimer, monotonic_ms
+from bus.rundir import RunDir, write_atomic
+
+from ..addr import AddressError, format64, parse_locator_set
+from ..config import NodeConfig
+from .core import MobilityCore, PeerMoved, PublishLocators, Transmit
+
+log = logging.getLogger("mobility")
+STATE_FILE = "locators.json"
+
+
+class MobilityShell:
+    def __init__(self, config: NodeConfig, run: RunDir):
+        self.run = run
+        self.actor = actor = Actor("mobility", run, requires=(topics.STATE_SESSIONS,))
+        # Peers remember our last update sequence number: start above any earlier run's.
+        first_seq = (time.time_ns() // 10_000_000) % (1 << 32)
+        self.core = MobilityCore(
+            config.nid, config.schedule, config.move_time_ms, config.handoff_time_ms,
+            retries=config.update_retries, retry_interval_ms=config.update_interval_ms,
+            accept_without_nonce=config.accept_updates_without_nonce, first_seq=first_seq)
+        self.timer = CoreTimer(actor, self.core.next_deadline, lambda now: self.apply(self.core.on_timer(now)))
+        actor.subscribe(topics.STATE_SESSIONS, self.on_sessions)
+        actor.subscribe(topics.ilnp_rx(topics.NH_LOCATOR_UPDATE), self.on_rx)
+        actor.owns(topics.STATE_LOCATORS, lambda: self.core.locators().body())
+        actor.command("locators", self.cmd_locators)
+        actor.command("move", self.cmd_move)
+        actor.status_extra = lambda: {"core": dict(self.core.counters),
+                                      "pending_updates": len(self.core.pending())}
+        self.apply(self.core.start(monotonic_ms(), current=self._load_current()))
+
+    def apply(self, actions: list) -> None:
+        for action in actions:
+            kind = type(action)
+            if kind is Transmit:
+                self.actor.emit(topics.ILNP_TX, action.tx_item())
+            elif kind is PublishLocators:
+                self.actor.publish(topics.STATE_LOCATORS, action.body())
+                self._save_current()
+                log.info("event=locators cur=%s leaving=%s", _fmt(action.cur), _fmt(action.leaving))
+            elif kind is PeerMoved:
+                self.actor.publish(topics.MOB_PEER, action.body())
+        self.timer.arm()
+
+    def on_sessions(self, _topic: bytes, body: dict) -> None:
+        self.core.set_sessions(body.get("sessions", []))
+
+    def on_rx(self, _topic: bytes, body: dict) -> None:
+        now = monotonic_ms()
+        actions = []
+        for item in body.get("p", ()):
+            actions.extend(self.core.receive(item[0], item[1], item[4], item[5], item[6], now))
+        self.apply(actions)
+
+    def cmd_locators(self) -> dict:
+        state = self.core.locators()
+        return {"cur": [format64(x) for x in state.cur], "joined": [format64(x) for x in state.joined],
+                "leaving": [format64(x) for x in state.leaving]}
+
+    def cmd_move(self, locs) -> dict:
+        """locs: "0:0:0:b" / "0:0:0:b,0:0:0:c" or a list of ints."""
+        try:
+            new = parse_locator_set(locs) if isinstance(locs, str) else list(locs)
+        except AddressError as exc:
+            raise ValueError(str(exc)) from None
+        self.apply(self.core.move(new, monotonic_ms()))
+        return self.cmd_locators()
+
+    def _load_current(self) -> list[int] | None:
+        try:
+            cur = json.loads((self.run.path / STATE_FILE).read_text())["cur"]
+            return [int(x) for x in cur] or None
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _save_current(self) -> None:
+        write_atomic(self.run.path / STATE_FILE, json.dumps({"cur": list(self.core.cur)}).encode())
+
+
+def _fmt(locs) -> str:
+    return ",".join(format64(x) for x in locs) or "-"
+
+
+def main(config: NodeConfig, run: RunDir) -> None:
+    MobilityShell(config, run).actor.run()

@@ -1,0 +1,143 @@
+"""The router actor: RouterCore behind the bus.
+
+link.rx -> core.receive -> link.tx (forwarding, flood) and ilnp.rx.* (delivery);
+ilnp.tx -> core.send -> link.tx. Owns state.sessions and the STP port bindings
+(kept on disk too, so bound applications survive a restart of this actor).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from bus import topics
+from bus.actor import Actor, CoreTimer, monotonic_ms
+from bus.rundir import RunDir, pid_alive, write_atomic
+
+from ..addr import format64
+from ..config import NodeConfig
+from .core import BindError, Deliver, Refused, RouterCore, SessionsChanged, Transmit
+
+log = logging.getLogger("router")
+PORTS_FILE = "stp-ports.json"
+
+
+class RouterShell:
+    def __init__(self, config: NodeConfig, run: RunDir):
+        self.run = run
+        self.actor = actor = Actor("router", run, requires=(topics.STATE_LOCATORS,))
+        self.core = RouterCore(
+            config.nid, hop_limit=config.hop_limit, mtu=config.mtu,
+            route_lifetime_ms=config.route_lifetime_ms,
+            session_lifetime_ms=config.session_lifetime_ms,
+            nonce_length=config.nonce_length,
+            is_owner_alive=lambda owner: pid_alive(int(owner)))
+        self.sessions: list = []
+        self.timer = CoreTimer(actor, self.core.next_deadline,
+                               lambda now: self.apply(self.core.on_timer(now)))
+        self._last_refused_log = 0.0
+        self._load_ports()
+        actor.subscribe(topics.LINK_RX, self.on_link_rx)
+        actor.subscribe(topics.ILNP_TX, self.on_tx)
+        actor.subscribe(topics.STATE_LOCATORS, self.on_locators)
+        actor.owns(topics.STATE_SESSIONS, lambda: {"sessions": self.sessions})
+        actor.command("sessions", self.cmd_sessions)
+        actor.command("routes", self.cmd_routes)
+        actor.command("bind", self.cmd_bind)
+        actor.command("unbind", self.cmd_unbind)
+        actor.command("ports", lambda: {str(p): o for p, o in self.core.bindings().items()})
+        actor.status_extra = lambda: {"core": dict(self.core.counters)}
+
+    # ---- data path ----------------------------------------------------------
+    def on_link_rx(self, _topic: bytes, body: dict) -> None:
+        now = monotonic_ms()
+        receive, apply = self.core.receive, self.apply
+        for arrival, datagram in body.get("p", ()):
+            actions = receive(arrival, datagram, now)
+            if actions:
+                apply(actions)
+        self.timer.arm()
+
+    def on_tx(self, _topic: bytes, body: dict) -> None:
+        now = monotonic_ms()
+        send, apply = self.core.send, self.apply
+        for item in body.get("p", ()):
+            try:
+                dst_nid, dst_locs, nh, payload, via, opts = item
+            except (TypeError, ValueError):
+                self.actor.counters["bad_tx_items"] += 1
+                continue
+            actions = send(dst_nid, dst_locs, nh, payload, via, opts, now)
+            if actions:
+                apply(actions)
+        self.timer.arm()
+
+    def apply(self, actions: list) -> None:
+        emit = self.actor.emit
+        for action in actions:
+            kind = type(action)
+            if kind is Transmit:
+                emit(topics.LINK_TX, [action.out_loc, action.datagram])
+            elif kind is Deliver:
+                topic = (topics.stp_rx(action.port) if action.port is not None
+                         else topics.ilnp_rx(action.next_header))
+                emit(topic, action.item)
+            elif kind is SessionsChanged:
+                self.sessions = action.sessions
+                self.actor.publish(topics.STATE_SESSIONS, {"sessions": self.sessions})
+            elif kind is Refused:
+                self._log_refused(action)
+
+    def _log_refused(self, action: Refused) -> None:
+        now = time.monotonic()
+        if now - self._last_refused_log > 1.0:  # at most a line a second, never per packet
+            self._last_refused_log = now
+            log.warning("event=send_refused reason=%s size=%d mtu=%d dst_nid=%s total=%d",
+                        action.reason, action.size, self.core.mtu, format64(action.dst_nid),
+                        self.core.counters[action.reason])
+
+    # ---- state -------------------------------------------------------------
+    def on_locators(self, _topic: bytes, body: dict) -> None:
+        self.apply(self.core.set_locators(body.get("joined", []), body.get("leaving", []), monotonic_ms()))
+
+    # ---- requests -----------------------------------------------------------
+    def cmd_sessions(self) -> list:
+        return [[format64(loc), format64(nid), last] for loc, nid, last in self.core.sessions(monotonic_ms())]
+
+    def cmd_routes(self) -> list:
+        now = monotonic_ms()
+        return [[format64(loc), format64(iface), None if exp is None else exp - now]
+                for loc, iface, exp in self.core.routes(now)]
+
+    def cmd_bind(self, port: int, pid: int) -> int:
+        try:
+            bound = self.core.bind(port, int(pid))
+        except BindError as exc:
+            raise ValueError(str(exc)) from None
+        self._save_ports()
+        return bound
+
+    def cmd_unbind(self, port: int) -> bool:
+        released = self.core.unbind(port)
+        self._save_ports()
+        return released
+
+    def _load_ports(self) -> None:
+        try:
+            saved = json.loads((self.run.path / PORTS_FILE).read_text())
+        except (OSError, ValueError):
+            return
+        for port, pid in saved.items():
+            if pid_alive(int(pid)):
+                try:
+                    self.core.bind(int(port), int(pid))
+                except BindError:
+                    pass
+
+    def _save_ports(self) -> None:
+        data = {str(p): o for p, o in self.core.bindings().items()}
+        write_atomic(self.run.path / PORTS_FILE, json.dumps(data).encode())
+
+
+def main(config: NodeConfig, run: RunDir) -> None:
+    RouterShell(config, run).actor.run()

@@ -1,0 +1,152 @@
+"""ilnp-lab: a network of overlay nodes in namespaces on this machine.
+
+    ilnp-lab up TOPOLOGY          (a path, or NAME for conf/lab/NAME.toml)
+    ilnp-lab exec NODE -- CMD...
+    ilnp-lab status [--json]
+    ilnp-lab down
+
+Every error is one line on stderr and a non-zero exit, never a traceback
+(ILNP_LAB_DEBUG=1 shows the traceback of an unexpected error).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import traceback
+
+import click
+
+from .errors import LabError
+from .lab import Lab
+
+PROG = "ilnp-lab"
+
+
+class ExecCommand(click.Command):
+    """`exec NODE -- CMD...`: the `--` is required, so CMD's own options are never ours."""
+
+    def parse_args(self, ctx, args):
+        head = args[:args.index("--")] if "--" in args else args
+        if "--help" in head or "-h" in head:
+            return super().parse_args(ctx, args)
+        if "--" not in args:
+            raise click.UsageError("exec needs -- before the command: ilnp-lab exec NODE -- CMD...")
+        split = args.index("--")
+        if split != 1 or not args[split + 1:]:
+            raise click.UsageError("usage: ilnp-lab exec NODE -- CMD...")
+        return super().parse_args(ctx, args)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--lab", "lab_name", envvar="ILNP_LAB", default="ilnp", show_default=True,
+              help="Lab name (env ILNP_LAB): namespaces <lab>-*, run dir /run/ilnp/<lab>.")
+@click.pass_context
+def cli(ctx, lab_name):
+    """A network of ILNP overlay nodes in network namespaces on this machine."""
+    ctx.obj = lab_name
+
+
+def _lab(ctx, **kwargs) -> Lab:
+    return Lab(ctx.obj, **kwargs)
+
+
+@cli.command()
+@click.argument("topology")
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for every program RUNNING.")
+@click.option("--no-start", is_flag=True, help="Plumbing and run dirs only; start no node.")
+@click.option("--supervisord-conf", type=click.Path(dir_okay=False),
+              help="supervisord config instead of <repo>/supervisord.conf.")
+@click.pass_context
+def up(ctx, topology, timeout, no_start, supervisord_conf):
+    """Bring TOPOLOGY up (a path, or NAME for conf/lab/NAME.toml)."""
+    lab = _lab(ctx, supervisord_conf=supervisord_conf)
+    state = lab.up(topology, start=not no_start, timeout=timeout)
+    nodes = ", ".join(f"{n} ({e['namespace']})" for n, e in state["nodes"].items())
+    click.echo(f"lab {lab.name} up: {nodes}" + ("" if not no_start else " [not started]"))
+
+
+@cli.command(cls=ExecCommand, context_settings={"ignore_unknown_options": True})
+@click.argument("node")
+@click.argument("argv", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.pass_context
+def exec(ctx, node, argv):   # noqa: A001 - the subcommand is called exec
+    """Run CMD in NODE's namespace and environment; exit with its code."""
+    lab = _lab(ctx)
+    lab.node(node)                                   # unknown node: error before running anything
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)   # ^C belongs to the command
+    try:
+        rc = lab.exec(node, list(argv)).returncode
+    finally:
+        signal.signal(signal.SIGINT, old)
+    ctx.exit(rc if rc >= 0 else 128 - rc)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def status(ctx, as_json):
+    """Show the lab: namespaces, nodes, supervisord and program states."""
+    st = _lab(ctx).status()
+    if as_json:
+        click.echo(json.dumps(st, indent=2, sort_keys=True))
+        return
+    click.echo(f"lab {st['lab']}: {st['phase']}  topology {st['topology']}")
+    b = st["bridge"]
+    click.echo(f"  bridge  {b['namespace']} {b['bridge']}{'' if b['present'] else '  MISSING'}")
+    for host, h in st["hosts"].items():
+        click.echo(f"  host    {host}: {h['namespace']} {h['iface']}<->{h['peer']}"
+                   f"{'' if h['present'] else '  MISSING'}")
+    for name, n in st["nodes"].items():
+        pid = n.get("supervisord_pid")
+        sup = f"supervisord {pid} {'alive' if n['supervisord_alive'] else 'DEAD'}" if pid else "not started"
+        click.echo(f"  node    {name}: {n['namespace']}  {n['run_dir']}  {sup}")
+        if n.get("programs"):
+            click.echo("          " + "  ".join(f"{p} {s}" for p, s in n["programs"].items()))
+
+
+@cli.command()
+@click.pass_context
+def down(ctx):
+    """Stop every node and remove the lab's namespaces, bridge, veths and run dirs."""
+    lab = _lab(ctx)
+    left = lab.down()
+    for what in left:
+        click.echo(f"{PROG}: warning: could not remove {what}", err=True)
+    click.echo(f"lab {lab.name} down")
+
+
+def run(argv: list[str] | None = None) -> int:
+    """The CLI as a function: returns the exit code, prints errors as one line."""
+    try:
+        rv = cli.main(args=argv, prog_name=PROG, standalone_mode=False)
+        return rv if isinstance(rv, int) else 0
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.ClickException as e:
+        _error(e.format_message())
+        return e.exit_code or 1
+    except LabError as e:
+        _error(str(e))
+        return 1
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        _error("interrupted")
+        return 130
+    except Exception as e:   # a bug: still one line unless asked for more
+        if os.environ.get("ILNP_LAB_DEBUG"):
+            traceback.print_exc()
+        _error(f"internal error: {type(e).__name__}: {e}")
+        return 1
+
+
+def _error(message: str) -> None:
+    click.echo(f"{PROG}: {' '.join(str(message).split())}", err=True)
+
+
+def main() -> None:
+    sys.exit(run())
+
+
+if __name__ == "__main__":
+    main()
