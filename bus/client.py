@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from typing import Any, Iterator
 
 import zmq
@@ -70,13 +71,20 @@ class BusClient:
         self.sub.connect(self.run.bus_out)
         self._seq: dict[bytes, int] = {}
         self._last_seen: dict[tuple[str, bytes], int] = {}
+        self._subscribed: set[bytes] = set()
+        self._held: deque = deque()  # frames received while waiting for our hello
         self.gaps = 0
 
     def subscribe(self, prefix: bytes) -> None:
+        self._subscribed.add(prefix)
         self.sub.setsockopt(zmq.SUBSCRIBE, prefix)
 
     def unsubscribe(self, prefix: bytes) -> None:
+        self._subscribed.discard(prefix)
         self.sub.setsockopt(zmq.UNSUBSCRIBE, prefix)
+
+    def _wanted(self, topic: bytes) -> bool:
+        return any(topic.startswith(prefix) for prefix in self._subscribed)
 
     def publish(self, topic: bytes, body: dict) -> None:
         q = self._seq.get(topic, 0) + 1
@@ -86,18 +94,27 @@ class BusClient:
         self.pub.send_multipart((topic, pack(body)), copy=False)
 
     def wait_ready(self, timeout: float = 5.0) -> None:
-        self.subscribe(topics.HELLO)
+        """Say hello until it comes back; frames that arrive meanwhile are kept for recv()."""
+        watching_hello = topics.HELLO in self._subscribed
+        self.sub.setsockopt(zmq.SUBSCRIBE, topics.HELLO)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.publish(topics.HELLO, {})
-            end = min(deadline, time.monotonic() + 0.1)
-            while (left := end - time.monotonic()) > 0:
-                if not self.sub.poll(left * 1000):
-                    break
-                topic, body = self._recv_raw()
-                if topic == topics.HELLO and body and body.get("a") == self.name:
-                    self.unsubscribe(topics.HELLO)
-                    return
+        try:
+            while time.monotonic() < deadline:
+                self.publish(topics.HELLO, {})
+                end = min(deadline, time.monotonic() + 0.1)
+                while (left := end - time.monotonic()) > 0:
+                    if not self.sub.poll(left * 1000):
+                        break
+                    topic, body = self._recv_raw()
+                    if body is None:
+                        continue
+                    if topic == topics.HELLO and body.get("a") == self.name:
+                        return
+                    if self._wanted(topic) and (topic != topics.HELLO or watching_hello):
+                        self._held.append((topic, body))
+        finally:
+            if not watching_hello:
+                self.sub.setsockopt(zmq.UNSUBSCRIBE, topics.HELLO)
         raise RequestError(f"bus of the node at {self.run.path} does not answer")
 
     def _recv_raw(self) -> tuple[bytes, dict | None]:
@@ -119,6 +136,8 @@ class BusClient:
 
     def recv(self, timeout: float | None = None) -> tuple[bytes, dict] | None:
         """Next decodable frame, or None on timeout."""
+        if self._held:
+            return self._held.popleft()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             wait = None if deadline is None else max(0.0, deadline - time.monotonic()) * 1000

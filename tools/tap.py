@@ -16,13 +16,6 @@ from bus.client import BusClient, RequestError
 
 from .common import json_option, node, one_line_errors, run_dir_option
 
-# Items of these topics hold locators / NIDs at these positions (DESIGN.md).
-_LOC_FIELDS = {
-    b"link.rx": (0,), b"link.tx": (0,),
-    b"ilnp.tx": (0,),
-}
-
-
 def _describe_item(topic: bytes, item) -> str:
     if topic.startswith(b"link.") and isinstance(item, list) and len(item) == 2:
         return f"{format64(item[0])} {_header_summary(item[1])}"
@@ -56,7 +49,27 @@ def describe(topic: bytes, body: dict) -> str:
         more = f" (+{len(items) - 1} more)" if len(items) > 1 else ""
         return f"{topic.decode(errors='replace')} {who} [{len(items)}] {first}{more}"
     rest = {k: v for k, v in body.items() if k not in ("a", "q")}
-    return f"{topic.decode(errors='replace')} {who} {_jsonable(rest)}"
+    return f"{topic.decode(errors='replace')} {who} {_pretty_state(topic, rest)}"
+
+
+def _locs(values) -> str:
+    return ",".join(format64(v) for v in values) or "-"
+
+
+def _pretty_state(topic: bytes, body: dict) -> str:
+    """State frames with locators and NIDs written out; anything else as JSON-ish."""
+    try:
+        if topic == b"state.locators":
+            return f"cur={_locs(body['cur'])} joined={_locs(body['joined'])} leaving={_locs(body['leaving'])}"
+        if topic == b"state.hosts":
+            return " ".join(f"{h}={format64(nid)}@{_locs(locs)}" for h, nid, locs, *_ in body["hosts"]) or "(none)"
+        if topic == b"state.sessions":
+            return " ".join(f"{format64(loc)}:{format64(nid)}" for loc, nid in body["sessions"]) or "(none)"
+        if topic == b"mob.peer":
+            return f"nid={format64(body['nid'])} locs={_locs(body['locs'])}"
+    except (KeyError, TypeError, ValueError):
+        pass
+    return str(_jsonable(body))
 
 
 def _jsonable(value):
@@ -76,8 +89,10 @@ def _jsonable(value):
 @click.option("--count", "-c", type=click.IntRange(min=1), default=None, help="Stop after N frames.")
 @click.option("--timeout", "-t", type=click.FloatRange(min=0), default=None,
               help="Stop after S seconds (also when nothing arrives).")
+@click.option("--hello", is_flag=True,
+              help="Say hello after attaching, so every state owner republishes its state now.")
 @one_line_errors
-def main(prefixes, run_dir, as_json, count, timeout):
+def main(prefixes, run_dir, as_json, count, timeout, hello):
     """Print every bus frame of a running node (or those whose topic starts with PREFIXES)."""
     run = node(run_dir)
     try:
@@ -86,6 +101,8 @@ def main(prefixes, run_dir, as_json, count, timeout):
         raise click.ClickException(str(exc)) from None
     for prefix in prefixes or ("",):
         client.subscribe(prefix.encode())
+    if hello:
+        client.wait_ready()  # our hello went round: owners have republished
     seen = 0
     deadline = None if timeout is None else time.monotonic() + timeout
     try:

@@ -29,6 +29,9 @@ class LinkShell:
         self.emulator = LinkEmulator(em.drop, em.duplicate, em.delay_ms)
         self.counters = self.actor.counters
         self._last_oversize_log = 0.0
+        # Multicast loopback (needed for several nodes on one host) returns our own
+        # transmissions: drop them here, by source NID, before they cost a bus hop.
+        self.own_nid = config.nid.to_bytes(8, "big")
         self.actor.subscribe(topics.STATE_LOCATORS, self.on_locators)
         self.actor.subscribe(topics.LINK_TX, self.on_tx)
         self.actor.add_reader(self.sock, self.on_readable)
@@ -68,7 +71,7 @@ class LinkShell:
 
     def on_readable(self) -> None:
         recv, emit, counters = self.sock.recv, self.actor.emit, self.counters
-        emulating = self.emulator.active
+        emulating, own = self.emulator.active, self.own_nid
         for _ in range(DRAIN_LIMIT):
             got = recv()
             if got is None:
@@ -76,6 +79,9 @@ class LinkShell:
             loc, data = got
             if loc is None:
                 counters["rx_unknown_group"] += 1
+                continue
+            if data[16:24] == own:
+                counters["rx_own"] += 1
                 continue
             counters["rx"] += 1
             if emulating:

@@ -5,6 +5,7 @@ Pure: no I/O, no clock (`now` is int ms). Rules: PROTOCOL.md "Forwarding", "Loca
 
 Counters (drops unless said otherwise):
   own            our own transmission looped back by the underlay (silent)
+  echo           a copy of a packet we forwarded or flooded, looped back by the underlay
   malformed      not a valid ILNPv6 header
   bad_options    destination options header that must be dropped (RFC 8200)
   dup_arrival    addressed to a joined locator but arrived on another (arrival rule)
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -72,7 +73,8 @@ class RouterCore:
                  route_lifetime_ms: int = 30000, session_lifetime_ms: int = 30000,
                  nonce_length: int = 12, rng_bytes: Callable[[int], bytes] = os.urandom,
                  nonce_packets: int = 3,
-                 is_owner_alive: Callable[[Any], bool] | None = None):
+                 is_owner_alive: Callable[[Any], bool] | None = None,
+                 echo_window_ms: int = 500):
         if nonce_length not in NONCE_LENGTHS:
             raise ValueError(f"nonce_length must be 4 or 12, not {nonce_length}")
         if not 0 <= hop_limit <= 255:
@@ -104,6 +106,11 @@ class RouterCore:
         self._ports: dict[int, Any] = {}              # STP port -> owner
         self._next_ephemeral = EPHEMERAL_FIRST
         self._deadline: int | None = None             # lower bound of the next expiry
+        # Forwarded/flooded packets keep their sender's NID, so the NID test cannot spot
+        # them when multicast loopback brings them back: remember their hashes briefly.
+        self.echo_window_ms = echo_window_ms
+        self._echo: dict[int, int] = {}               # hash(datagram) -> expiry ms
+        self._echo_order: deque = deque()             # (expiry, hash), oldest first
 
     # --- locators ------------------------------------------------------------------
 
@@ -132,6 +139,9 @@ class RouterCore:
             return []
         if src_nid == self.nid:
             self.counters["own"] += 1
+            return []
+        if self._echo and self._echo.get(hash(datagram), now) > now:
+            self.counters["echo"] += 1
             return []
         if vtf >> 28 == 6:
             self._ext.add(src_nid)
@@ -193,6 +203,7 @@ class RouterCore:
         if dst_loc == ALL_NODES:
             if nh == NH_DISCOVERY and hop > 0 and arrival_loc in self._current:
                 out = set_hop_limit(datagram, hop - 1)
+                self._remember_echo(out, now)
                 for loc in self._flood_to:
                     if loc != arrival_loc:
                         actions.append(Transmit(loc, out))
@@ -230,7 +241,22 @@ class RouterCore:
             self.counters["hop_limit"] += 1
             return []
         self.counters["forwarded"] += 1
-        return [Transmit(iface, set_hop_limit(datagram, hop - 1))]
+        out = set_hop_limit(datagram, hop - 1)
+        self._remember_echo(out, now)
+        return [Transmit(iface, out)]
+
+    def _remember_echo(self, datagram: bytes, now: int) -> None:
+        if self.echo_window_ms <= 0:
+            return
+        expires = now + self.echo_window_ms
+        key = hash(datagram)
+        self._echo[key] = expires
+        order = self._echo_order
+        order.append((expires, key))
+        while order[0][0] <= now:
+            old_expires, old_key = order.popleft()
+            if self._echo.get(old_key) == old_expires:
+                del self._echo[old_key]
 
     def _route(self, loc: int, now: int) -> int | None:
         if loc in self._joined:
