@@ -337,9 +337,10 @@ def test_oversize_is_refused_and_nothing_sent():
 
 
 def test_oversize_counts_the_destination_options_too():
+    """A locator update must carry its nonce: if the options do not fit, it is refused."""
     core = make(mtu=100)
     core.receive(A, pkt(A, BOB, ALL_NODES, 0, nh=43), 0)  # BOB speaks ext
-    out = core.send(BOB, [A], 42, bytes(60), None, None, 0)  # + 16 bytes of options
+    out = core.send(BOB, [A], 44, b"\x01" + bytes(59), None, None, 0)  # + 16 bytes of options
     assert out == [Refused("oversize", BOB, 116)]
     assert core.sessions(0) == []  # nothing sent, no session
 
@@ -542,3 +543,54 @@ def test_unbind_and_unbind_owner_stop_delivery():
     assert core.counters["stp_unbound"] == 1
     assert core.unbind(2000) is True and core.unbind(2000) is False
     assert core.bindings() == {}
+
+
+# --- echoes of what we forwarded (multicast loopback) --------------------------------
+
+def test_echo_of_a_flood_is_neither_delivered_nor_reflooded_nor_learned():
+    core = make(joined=(A, C))
+    out = core.receive(C, pkt(E, BOB, ALL_NODES, 0, nh=43), 0)
+    flooded = of(out, Transmit)[0]
+    assert core.receive(A, flooded.datagram, 3) == []  # our copy looped back on A
+    assert core.counters["echo"] == 1
+    assert (E, C, 30000) in core.routes(3)  # not re-learned via A
+
+
+def test_echo_of_a_forward_does_not_teach_a_wrong_route():
+    core = make(joined=(A, C))
+    out = core.receive(C, pkt(E, BOB, A, ALICE), 0)  # E learned via C, forwarded onto A
+    assert core.receive(A, of(out, Transmit)[0].datagram, 2) == []
+    assert core.counters["echo"] == 1
+    assert core.routes(2) == [(A, A, None), (C, C, None), (E, C, 30000)]
+
+
+def test_echo_memory_is_short_and_can_be_disabled():
+    core = make(joined=(A, C), echo_window_ms=100)
+    fwd = of(core.receive(C, pkt(C, BOB, A, ALICE), 0), Transmit)[0].datagram
+    assert core.receive(A, fwd, 99) == [] and core.counters["echo"] == 1
+    core.receive(A, fwd, 100)  # same bytes after the window: an ordinary packet again
+    assert core.counters["echo"] == 1 and core.counters["not_ours"] == 1
+    off = make(joined=(A, C), echo_window_ms=0)
+    fwd = of(off.receive(C, pkt(C, BOB, A, ALICE), 0), Transmit)[0].datagram
+    off.receive(A, fwd, 1)
+    assert off.counters["echo"] == 0 and off.counters["not_ours"] == 1
+
+
+def test_full_size_data_to_an_ext_peer_goes_plain_when_the_nonce_does_not_fit():
+    """1396-byte STP payloads fill the 1440 MTU: the nonce must not make them oversize."""
+    from actors.router.core import RouterCore, Transmit
+    from actors.router import wire as w
+    core = RouterCore(0xFFFF00000000000A, mtu=1440, rng_bytes=lambda n: b"\x01" * n)
+    core.set_locators([0xA], [], 0)
+    peer = 0xFFFF00000000000B
+    hello = w.encode(0xA, peer, 0xA, core.nid, 42, b"\x00\x01\x00\x02", 3, version=6)
+    core.bind(2, "app")
+    core.receive(0xA, hello, 0)  # the peer speaks [ext] (version 6)
+    full = b"\x00\x02\x00\x01" + b"x" * 1396
+    actions = core.send(peer, [0xA], 42, full, None, None, 1)
+    sent = [a for a in actions if isinstance(a, Transmit)]
+    assert len(sent) == 1 and len(sent[0].datagram) == 1440
+    assert w.decode(sent[0].datagram).next_header == 42
+    assert core.counters["nonce_no_room"] == 1 and core.counters["oversize"] == 0
+    small = core.send(peer, [0xA], 42, b"\x00\x02\x00\x01hi", None, None, 2)
+    assert w.decode(small[0].datagram).next_header == 60  # the nonce rides on the next small one

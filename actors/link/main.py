@@ -15,7 +15,7 @@ from bus.rundir import RunDir
 from ..addr import format64
 from ..config import NodeConfig
 from .emulate import LinkEmulator
-from .socket import UnderlaySocket
+from .socket import OWN, UnderlaySocket
 
 log = logging.getLogger("link")
 
@@ -29,9 +29,6 @@ class LinkShell:
         self.emulator = LinkEmulator(em.drop, em.duplicate, em.delay_ms)
         self.counters = self.actor.counters
         self._last_oversize_log = 0.0
-        # Multicast loopback (needed for several nodes on one host) returns our own
-        # transmissions: drop them here, by source NID, before they cost a bus hop.
-        self.own_nid = config.nid.to_bytes(8, "big")
         self.actor.subscribe(topics.STATE_LOCATORS, self.on_locators)
         self.actor.subscribe(topics.LINK_TX, self.on_tx)
         self.actor.add_reader(self.sock, self.on_readable)
@@ -71,17 +68,17 @@ class LinkShell:
 
     def on_readable(self) -> None:
         recv, emit, counters = self.sock.recv, self.actor.emit, self.counters
-        emulating, own = self.emulator.active, self.own_nid
+        emulating = self.emulator.active
         for _ in range(DRAIN_LIMIT):
             got = recv()
             if got is None:
                 return
+            if got is OWN:  # multicast loopback of what we sent: never costs a bus hop
+                counters["rx_own"] += 1
+                continue
             loc, data = got
             if loc is None:
                 counters["rx_unknown_group"] += 1
-                continue
-            if data[16:24] == own:
-                counters["rx_own"] += 1
                 continue
             counters["rx"] += 1
             if emulating:

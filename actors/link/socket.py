@@ -9,6 +9,21 @@ from ..addr import multicast_group
 IPV6_MULTICAST_ALL = getattr(socket, "IPV6_MULTICAST_ALL", 29)  # Linux; not in every Python
 _PKTINFO = struct.Struct("16sI")
 RCVBUF = 8 * 1024 * 1024
+OWN = (None, b"")  # what recv() returns for our own looped-back transmission
+
+
+def interface_addresses(interface: str) -> set[str]:
+    """The IPv6 addresses of an interface (from /proc/net/if_inet6), compressed form."""
+    found = set()
+    try:
+        with open("/proc/net/if_inet6") as fh:
+            for line in fh:
+                fields = line.split()
+                if len(fields) >= 6 and fields[5] == interface:
+                    found.add(socket.inet_ntop(socket.AF_INET6, bytes.fromhex(fields[0])))
+    except OSError:
+        pass
+    return found
 
 
 class UnderlaySocket:
@@ -17,6 +32,9 @@ class UnderlaySocket:
     Shares the port with other node instances on the host (SO_REUSEPORT; multicast is
     delivered to every member socket) and only sees the groups it joined itself
     (IPV6_MULTICAST_ALL off), so instances on one host do not see each other's networks.
+    It sends from a socket of its own (an ephemeral port), so that what multicast
+    loopback brings back of its own transmissions, forwarded packets included (they
+    keep their sender's NID), is recognised by source address and port and dropped.
     """
 
     def __init__(self, interface: str, port: int, tag: int):
@@ -33,12 +51,21 @@ class UnderlaySocket:
                 pass
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
         sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, self.ifindex)
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 1)
         sock.bind(("::", port))
         sock.setblocking(False)
         self.sock = sock
+        tx = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        try:
+            tx.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, RCVBUF)
+        except OSError:
+            pass
+        tx.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, self.ifindex)
+        tx.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
+        tx.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 1)  # other nodes on this host
+        tx.bind(("::", 0))
+        self.tx = tx
+        self.tx_port = tx.getsockname()[1]
+        self.own_addresses = interface_addresses(interface)
         self.ancbufsize = socket.CMSG_SPACE(_PKTINFO.size)
         self.joined: dict[int, tuple] = {}  # locator -> destination address tuple
         self.group_to_loc: dict[bytes, int] = {}
@@ -67,11 +94,14 @@ class UnderlaySocket:
             pass
 
     def recv(self) -> tuple[int | None, bytes] | None:
-        """One datagram and its arrival locator (None if not a joined group); None if none ready."""
+        """One datagram and its arrival locator (None if not a joined group); None if none
+        ready; OWN for a looped-back transmission of our own."""
         try:
-            data, anc, _flags, _addr = self.sock.recvmsg(65535, self.ancbufsize)
+            data, anc, _flags, addr = self.sock.recvmsg(65535, self.ancbufsize)
         except BlockingIOError:
             return None
+        if addr[1] == self.tx_port and addr[0].split("%")[0] in self.own_addresses:
+            return OWN
         for level, kind, cdata in anc:
             if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO:
                 return self.group_to_loc.get(cdata[:16]), data
@@ -81,8 +111,9 @@ class UnderlaySocket:
         dest = self.joined.get(loc)
         if dest is None:
             return False
-        self.sock.sendto(datagram, dest)
+        self.tx.sendto(datagram, dest)
         return True
 
     def close(self) -> None:
         self.sock.close()
+        self.tx.close()

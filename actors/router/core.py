@@ -318,10 +318,19 @@ class RouterCore:
                 stamp = unicast
             seq = opts.get("seq") if opts else None
             if nonce is not None or seq is not None:
-                payload = encode_destopts(next_header, nonce, seq) + payload
-                next_header = NH_DESTOPTS
-                if HEADER_LEN + len(payload) > self.mtu:
-                    return self._oversize(dst_nid, HEADER_LEN + len(payload))
+                options = encode_destopts(next_header, nonce, seq)
+                if (HEADER_LEN + len(options) + len(payload) > self.mtu
+                        and next_header != NH_LOCATOR_UPDATE):
+                    # A full-size data packet has no room for the nonce: send it plain
+                    # (a data packet is never refused for an option); a later, smaller
+                    # packet or the next locator update carries the nonce.
+                    self.counters["nonce_no_room"] += 1
+                    stamp = False
+                else:
+                    payload = options + payload
+                    next_header = NH_DESTOPTS
+                    if HEADER_LEN + len(payload) > self.mtu:
+                        return self._oversize(dst_nid, HEADER_LEN + len(payload))
         elif opts:
             self.counters["opts_dropped"] += 1  # an original node drops next header 60
         datagram = encode(out_loc, self.nid, dst_loc, dst_nid, next_header, payload, self.hop_limit)

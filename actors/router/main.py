@@ -31,6 +31,7 @@ class RouterShell:
             route_lifetime_ms=config.route_lifetime_ms,
             session_lifetime_ms=config.session_lifetime_ms,
             nonce_length=config.nonce_length,
+            echo_window_ms=0,  # the link drops our own looped-back transmissions already
             is_owner_alive=lambda owner: pid_alive(int(owner)))
         self.sessions: list = []
         self.timer = CoreTimer(actor, self.core.next_deadline,

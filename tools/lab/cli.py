@@ -19,7 +19,7 @@ import traceback
 import click
 
 from .errors import LabError
-from .lab import Lab
+from .lab import Lab, require_root
 
 PROG = "ilnp-lab"
 
@@ -49,6 +49,7 @@ def cli(ctx, lab_name):
 
 
 def _lab(ctx, **kwargs) -> Lab:
+    require_root()            # first, so no other error hides this one
     return Lab(ctx.obj, **kwargs)
 
 
@@ -67,11 +68,11 @@ def up(ctx, topology, timeout, no_start, supervisord_conf):
     click.echo(f"lab {lab.name} up: {nodes}" + ("" if not no_start else " [not started]"))
 
 
-@cli.command(cls=ExecCommand, context_settings={"ignore_unknown_options": True})
+@cli.command("exec", cls=ExecCommand, context_settings={"ignore_unknown_options": True})
 @click.argument("node")
 @click.argument("argv", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
-def exec(ctx, node, argv):   # noqa: A001 - the subcommand is called exec
+def exec_(ctx, node, argv):
     """Run CMD in NODE's namespace and environment; exit with its code."""
     lab = _lab(ctx)
     lab.node(node)                                   # unknown node: error before running anything

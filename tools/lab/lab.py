@@ -167,7 +167,7 @@ class Lab:
             check_node_config(spec.name, conf)
 
         netns.make_bridge(state["bridge"]["namespace"])
-        for host, entry in state["hosts"].items():
+        for entry in state["hosts"].values():
             netns.make_host(entry["namespace"], state["bridge"]["namespace"], entry["peer"])
             entry["netns_inode"] = netns.inode(entry["namespace"])
             write_state(self.name, state)

@@ -1,0 +1,148 @@
+"""`ilnp-map`: map a local UDP port to a remote host and port through the node's UDP proxy.
+
+    ilnp-map LOCAL_PORT REMOTE_HOST REMOTE_PORT [--replace]   map, print the proxy port
+    ilnp-map --list                                           the mappings
+    ilnp-map --delete LOCAL_PORT                              remove one
+    (each with --json for scripts, --run-dir DIR for a node other than the one here)
+
+An application bound to UDP port LOCAL_PORT sends to the proxy port (127.0.0.1) and
+receives from it. Every error is one line on stderr and a non-zero exit.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+import click
+
+from bus.client import RequestError, request
+from bus.rundir import NodeNotFound, find_run_dir
+
+from .common import json_option, print_json, run_dir_option
+
+PROG = "ilnp-map"
+
+
+def parse_port(text: str, what: str) -> int:
+    try:
+        port = int(text, 10)
+    except ValueError:
+        port = None
+    if port is None or not 1 <= port <= 65535:
+        raise click.UsageError(f"bad {what} {text!r}: must be a number 1-65535")
+    return port
+
+
+def ask_proxy(run_dir: str | None, cmd: str, **args):
+    try:
+        return request(find_run_dir(run_dir), "proxy", cmd, **args)
+    except (RequestError, NodeNotFound) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def note(text: str) -> None:
+    click.echo(f"{PROG}: note: {text}", err=True)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("args", nargs=-1, metavar="[LOCAL_PORT REMOTE_HOST REMOTE_PORT]")
+@click.option("--replace", is_flag=True, help="Change LOCAL_PORT's mapping if it has one.")
+@click.option("--list", "do_list", is_flag=True, help="List the mappings.")
+@click.option("--delete", "delete_port", metavar="LOCAL_PORT", help="Remove LOCAL_PORT's mapping.")
+@run_dir_option
+@json_option
+def cli(args, replace, do_list, delete_port, run_dir, as_json):
+    """Map local UDP port LOCAL_PORT to REMOTE_HOST:REMOTE_PORT over the overlay and print
+    the proxy port the application sends to; or --list, or --delete LOCAL_PORT."""
+    modes = [bool(args), do_list, delete_port is not None]
+    if sum(modes) != 1:
+        raise click.UsageError("give exactly one of: LOCAL_PORT REMOTE_HOST REMOTE_PORT, --list, "
+                               "--delete LOCAL_PORT")
+    if replace and not args:
+        raise click.UsageError("--replace goes with LOCAL_PORT REMOTE_HOST REMOTE_PORT")
+    if do_list:
+        show_list(ask_proxy(run_dir, "list"), as_json)
+    elif delete_port is not None:
+        port = parse_port(delete_port, "local port")
+        show_one(ask_proxy(run_dir, "unmap", local_port=port), as_json, "unmapped")
+    else:
+        if len(args) != 3:
+            raise click.UsageError(f"expected LOCAL_PORT REMOTE_HOST REMOTE_PORT, got {len(args)} "
+                                   f"argument{'s' if len(args) != 1 else ''}")
+        local_port = parse_port(args[0], "local port")
+        host = args[1]
+        if not host or not host.isprintable():
+            raise click.UsageError(f"bad remote host {host!r}")
+        remote_port = parse_port(args[2], "remote port")
+        result = ask_proxy(run_dir, "map", local_port=local_port, host=host, remote_port=remote_port,
+                           replace=replace)
+        show_one(result, as_json, "mapped")
+        if not result.get("resolved"):
+            note(f"{host} is not discovered yet: datagrams are dropped (and counted) until it is")
+        if not result.get("bound"):
+            note(f"the router has not bound STP port {local_port} yet: the proxy keeps trying")
+
+
+def show_one(result: dict, as_json: bool, verb: str) -> None:
+    if as_json:
+        print_json({k: result[k] for k in ("proxy_port", "local_port", "remote_host", "remote_port",
+                                           "resolved", "bound") if k in result})
+        return
+    local = f"{loopback(result)}:{result['local_port']}"
+    click.echo(f"{verb} {local} -> {result['remote_host']}:{result['remote_port']}"
+               f" via proxy port {result['proxy_port']}")
+
+
+def show_list(result: dict, as_json: bool) -> None:
+    if as_json:
+        print_json({"proxy_port": result["proxy_port"],
+                    "mappings": [{k: m[k] for k in ("local_port", "remote_host", "remote_port",
+                                                    "resolved", "bound")} for m in result["mappings"]]})
+        return
+    click.echo(f"proxy port {result['proxy_port']} ({result['proxy_bind']})")
+    if not result["mappings"]:
+        click.echo("no mappings")
+        return
+    click.echo(f"{'LOCAL':>6}  {'REMOTE':32}  STATE")
+    for m in result["mappings"]:
+        state = ("ok" if m["resolved"] and m["bound"] else
+                 ", ".join(s for s, bad in (("host not discovered", not m["resolved"]),
+                                            ("not bound", not m["bound"])) if bad))
+        click.echo(f"{m['local_port']:>6}  {m['remote_host'] + ':' + str(m['remote_port']):32}  {state}")
+
+
+def loopback(result: dict) -> str:
+    return "[::1]" if ":" in str(result.get("proxy_bind", "")) else "127.0.0.1"
+
+
+def run(argv: list[str] | None = None) -> int:
+    """The CLI as a function: the exit code; every error one line on stderr."""
+    try:
+        rv = cli.main(args=argv, prog_name=PROG, standalone_mode=False)
+        return rv if isinstance(rv, int) else 0
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        error(exc.format_message())
+        return exc.exit_code or 1
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        error("interrupted")
+        return 130
+    except Exception as exc:  # a bug: still one line unless asked for more
+        if os.environ.get("ILNP_DEBUG"):
+            traceback.print_exc()
+        error(f"internal error: {type(exc).__name__}: {exc}")
+        return 1
+
+
+def error(message: str) -> None:
+    click.echo(f"{PROG}: {' '.join(str(message).split())}", err=True)
+
+
+def main() -> None:
+    sys.exit(run())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""Sequence-numbered traffic over the overlay (or the raw underlay), for bench and experiment.
+
+Runs inside a node's namespace (`ilnp-lab exec NODE -- python -m tools.trafficgen ...`):
+sends `--rate` packets/s of `--size` bytes to PEER:PORT for `--duration` seconds while
+receiving whatever the peer sends, then prints one JSON summary line. `--csv` writes one
+row per received packet: seq, send time, receive time (ns since the epoch).
+
+Packet: seq (u64) | send time ns (u64) | padding.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import socket
+import struct
+import sys
+import time
+
+import click
+
+from actors.stp.api import HostNotFound, StpSocket, StpSocketError
+
+HEAD = struct.Struct(">QQ")
+RAW_GROUP = "ff12:0:fffe:0::1"  # a group of its own, never an overlay locator's
+RAW_PORT = 10999
+
+
+class Tally:
+    """What arrived: counts losses, reordering and duplicates against the peer's sent count."""
+
+    def __init__(self, csv_path: str | None):
+        self.received = 0
+        self.duplicated = 0
+        self.reordered = 0
+        self.highest = -1
+        self.seen: set[int] = set()
+        self.first_ns = None
+        self.last_ns = None
+        self.latency_ns: list[int] = []
+        self._csv_file = open(csv_path, "w", newline="") if csv_path else None
+        self._csv = csv.writer(self._csv_file) if self._csv_file else None
+        if self._csv:
+            self._csv.writerow(["seq", "sent_ns", "received_ns"])
+
+    def add(self, data: bytes, now_ns: int) -> None:
+        if len(data) < HEAD.size:
+            return
+        seq, sent_ns = HEAD.unpack_from(data)
+        if seq in self.seen:
+            self.duplicated += 1
+            return
+        self.seen.add(seq)
+        self.received += 1
+        if seq < self.highest:
+            self.reordered += 1
+        else:
+            self.highest = seq
+        if self.first_ns is None:
+            self.first_ns = now_ns
+        self.last_ns = now_ns
+        if self.received % 10 == 1:  # a sample is enough for percentiles
+            self.latency_ns.append(now_ns - sent_ns)
+        if self._csv:
+            self._csv.writerow([seq, sent_ns, now_ns])
+
+    def close(self) -> None:
+        if self._csv_file:
+            self._csv_file.close()
+
+    def summary(self) -> dict:
+        lat = sorted(self.latency_ns)
+        span = (self.last_ns - self.first_ns) / 1e9 if self.received > 1 else 0.0
+        out = {"received": self.received, "duplicated": self.duplicated, "reordered": self.reordered,
+               "highest_seq": self.highest, "rx_span_s": round(span, 3)}
+        if lat:
+            out["latency_p50_ms"] = round(lat[len(lat) // 2] / 1e6, 3)
+            out["latency_p99_ms"] = round(lat[min(len(lat) - 1, int(len(lat) * 0.99))] / 1e6, 3)
+        return out
+
+
+class OverlayPort:
+    def __init__(self, local_port: int, peer: str | None, peer_port: int, resolve_timeout: float):
+        self.sock = StpSocket(local_port)
+        self.address = (peer, peer_port)
+        if peer:
+            deadline = time.monotonic() + resolve_timeout
+            while True:
+                try:
+                    self.sock._resolve(peer)
+                    break
+                except HostNotFound:
+                    if time.monotonic() > deadline:
+                        raise
+                    self.sock.pending()
+                    time.sleep(0.05)
+
+    def send(self, datas: list[bytes]) -> None:
+        self.sock.sendmany(datas, self.address)
+
+    def receive(self, timeout: float) -> list[bytes]:
+        out = []
+        try:
+            data, _ = self.sock.recvfrom(timeout)
+        except TimeoutError:
+            return out
+        out.append(data)
+        while self.sock._inbox:
+            out.append(self.sock._inbox.popleft()[0])
+        return out
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class RawPort:
+    """The same traffic as plain UDP multicast on the lab's link: the underlay baseline."""
+
+    def __init__(self, interface: str, send: bool):
+        ifindex = socket.if_nametoindex(interface)
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, ifindex)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
+        sock.bind(("::", RAW_PORT))
+        if not send:
+            mreq = socket.inet_pton(socket.AF_INET6, RAW_GROUP) + struct.pack("@I", ifindex)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+        self.dest = (RAW_GROUP, RAW_PORT, 0, ifindex)
+        self.sock = sock
+
+    def send(self, datas: list[bytes]) -> None:
+        for data in datas:
+            self.sock.sendto(data, self.dest)
+
+    def receive(self, timeout: float) -> list[bytes]:
+        self.sock.settimeout(timeout)
+        try:
+            out = [self.sock.recv(65535)]
+        except (socket.timeout, BlockingIOError):
+            return []
+        self.sock.setblocking(False)
+        try:
+            while True:
+                out.append(self.sock.recv(65535))
+        except BlockingIOError:
+            pass
+        return out
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def run(port, rate: float, duration: float, size: int, tally: Tally, idle_stop: float,
+        progress: bool) -> int:
+    """Send at `rate` for `duration` while receiving; then receive until idle. Returns sent."""
+    pad = b"\x00" * (size - HEAD.size)
+    pack = HEAD.pack
+    t0 = time.monotonic()
+    end = t0 + duration
+    sent = 0
+    last_report = t0
+    while True:
+        now = time.monotonic()
+        if now >= end:
+            break
+        due = int((now - t0) * rate) - sent if rate else 0
+        if due > 0:
+            batch = [pack(seq, time.time_ns()) + pad for seq in range(sent, sent + min(due, 256))]
+            port.send(batch)
+            sent += len(batch)
+            wait = 0.0
+        else:
+            wait = min(end - now, 1.0 / rate if rate else 0.05)
+        for data in port.receive(wait):
+            tally.add(data, time.time_ns())
+        if progress and now - last_report >= 1.0:
+            last_report = now
+            print(json.dumps({"progress_s": round(now - t0, 1), "sent": sent, "received": tally.received}),
+                  file=sys.stderr, flush=True)
+    idle_since = time.monotonic()
+    while time.monotonic() - idle_since < idle_stop:
+        got = port.receive(0.05)
+        if got:
+            idle_since = time.monotonic()
+            now_ns = time.time_ns()
+            for data in got:
+                tally.add(data, now_ns)
+    return sent
+
+
+@click.command()
+@click.option("--local-port", type=click.IntRange(0, 65535), default=0, help="STP port to bind (0: any).")
+@click.option("--peer", default=None, help="Hostname to send to (none: receive only).")
+@click.option("--peer-port", type=click.IntRange(0, 65535), default=0)
+@click.option("--rate", type=click.FloatRange(min=0), default=100.0, show_default=True, help="Packets/s.")
+@click.option("--duration", type=click.FloatRange(min=0), default=5.0, show_default=True, help="Seconds.")
+@click.option("--size", type=click.IntRange(HEAD.size, 1396), default=1396, show_default=True,
+              help="Payload bytes.")
+@click.option("--idle-stop", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
+              help="After sending, stop when nothing arrived for this long.")
+@click.option("--csv", "csv_path", default=None, help="Write received packets to this CSV.")
+@click.option("--raw", "raw_iface", default=None, metavar="IFACE",
+              help="Plain UDP multicast on IFACE instead of the overlay (the underlay baseline).")
+@click.option("--progress", is_flag=True, help="A JSON progress line on stderr every second.")
+@click.option("--resolve-timeout", type=click.FloatRange(min=0), default=10.0)
+def main(local_port, peer, peer_port, rate, duration, size, idle_stop, csv_path, raw_iface, progress,
+         resolve_timeout):
+    """Send and receive sequence-numbered packets; print a JSON summary."""
+    try:
+        port = (RawPort(raw_iface, send=bool(peer)) if raw_iface
+                else OverlayPort(local_port, peer, peer_port, resolve_timeout))
+    except (StpSocketError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    tally = Tally(csv_path)
+    print(json.dumps({"ready": True}), file=sys.stderr, flush=True)
+    try:
+        sent = run(port, rate if peer else 0, duration, size, tally, idle_stop, progress)
+    finally:
+        port.close()
+        tally.close()
+    click.echo(json.dumps({"sent": sent, "rate": rate, "size": size, **tally.summary()}))
+
+
+if __name__ == "__main__":
+    main()
