@@ -362,6 +362,21 @@ def test_failed_up_names_node_and_program_and_leaves_nothing(tmp_path, lab_name)
 
 
 @needs_root
+def test_a_program_dying_just_after_startsecs_fails_up(tmp_path, lab_name):
+    """RUNNING for a moment is not up: every program must keep its PID for a while."""
+    conf = supervisor_conf(tmp_path, GOOD_PROGRAMS + """\
+        [program:flappy]
+        command=sh -c 'sleep 1.3; exit 1'
+        startsecs=1
+        autorestart=true
+        """)
+    with pytest.raises(LabError) as err:
+        Lab(lab_name, supervisord_conf=conf).up(topology(tmp_path, {"alice": {}}), timeout=6)
+    assert "node alice: program flappy is" in str(err.value)
+    assert_nothing_left(lab_name)
+
+
+@needs_root
 @pytest.mark.parametrize("case", ["missing conf", "invalid node config", "bad supervisord.conf"])
 def test_up_failing_at_any_step_leaves_nothing(tmp_path, lab_name, case):
     topo = topology(tmp_path, {"alice": {}, "bob": {}})

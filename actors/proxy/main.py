@@ -55,7 +55,7 @@ def open_proxy_socket(bind: str, port: int) -> tuple[socket.socket, str]:
 
 class ProxyShell:
     def __init__(self, config: NodeConfig, run: RunDir):
-        self.run = run
+        self.run_dir = run
         self.pid = os.getpid()
         self.bind_addr = config.proxy_bind
         self.actor = actor = Actor("proxy", run, requires=(topics.STATE_HOSTS,))
@@ -213,7 +213,7 @@ class ProxyShell:
         """Bind `port` with the router: True if bound, False if the router did not answer,
         MappingError if it refused (another live process holds the port)."""
         try:
-            request(self.run, "router", "bind", port=port, pid=self.pid, timeout=ROUTER_TIMEOUT_S)
+            request(self.run_dir, "router", "bind", port=port, pid=self.pid, timeout=ROUTER_TIMEOUT_S)
         except RequestError as exc:
             message = str(exc)
             if message.startswith("router: "):     # the router answered: a refusal
@@ -228,7 +228,7 @@ class ProxyShell:
 
     def _unbind(self, port: int) -> bool:
         try:
-            request(self.run, "router", "unbind", port=port, timeout=ROUTER_TIMEOUT_S)
+            request(self.run_dir, "router", "unbind", port=port, timeout=ROUTER_TIMEOUT_S)
         except RequestError:
             self.counters["unbind_unanswered"] += 1
             return False

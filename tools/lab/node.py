@@ -87,19 +87,27 @@ def start_supervisord(node: NodeRef, timeout: float) -> int:
         time.sleep(0.05)
 
 
-def program_states(node: NodeRef, timeout: float = 10.0) -> dict[str, str] | None:
-    """{program: STATE} from `supervisorctl status`, or None while supervisord does not answer."""
+def program_status(node: NodeRef, timeout: float = 10.0) -> dict[str, tuple[str, int | None]] | None:
+    """{program: (STATE, pid or None)} from `supervisorctl status`; None while supervisord
+    does not answer."""
     try:
         r = run_in(node, ["supervisorctl", "-c", str(node.supervisord_conf), "status"],
                    stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return None
-    states = {}
+    status = {}
     for line in r.stdout.splitlines():
-        parts = line.split()
+        parts = line.replace(",", " ").split()
         if len(parts) >= 2 and parts[1] in STATES:
-            states[parts[0]] = parts[1]
-    return states or None
+            pid = int(parts[3]) if len(parts) >= 4 and parts[2] == "pid" and parts[3].isdigit() else None
+            status[parts[0]] = (parts[1], pid)
+    return status or None
+
+
+def program_states(node: NodeRef, timeout: float = 10.0) -> dict[str, str] | None:
+    """{program: STATE}, or None while supervisord does not answer."""
+    status = program_status(node, timeout)
+    return None if status is None else {p: s for p, (s, _) in status.items()}
 
 
 def program_log_tail(node: NodeRef, program: str) -> str:
@@ -116,33 +124,50 @@ def program_log_tail(node: NodeRef, program: str) -> str:
     return ""
 
 
-def wait_running(nodes: list[NodeRef], pids: dict[str, int], timeout: float) -> None:
-    """Poll until every program of every node is RUNNING; raise naming node and program."""
+def wait_running(nodes: list[NodeRef], pids: dict[str, int], timeout: float, settle: float = 1.0) -> None:
+    """Poll until every program of every node is RUNNING and has kept the same PID for
+    `settle` seconds (a program that dies just after its startsecs is not "up");
+    raise naming the node and the program."""
     deadline = time.monotonic() + timeout
     pending = {n.name: n for n in nodes}
-    last: dict[str, dict[str, str] | None] = {}
+    last: dict[str, dict] = {}                 # node -> last status seen
+    since: dict[str, tuple[dict, float]] = {}  # node -> (program pids, all RUNNING since)
+    restarted: dict[str, set[str]] = {n.name: set() for n in nodes}
     while pending:
+        now = time.monotonic()
         for name, node in list(pending.items()):
             if not alive(pids[name]):
                 raise LabError(f"node {name}: supervisord (pid {pids[name]}) exited;"
                                f" see {node.run_dir}/supervisord.log")
-            states = last[name] = program_states(node)
-            if states is None:
+            status = program_status(node)
+            if status is None:
                 continue
-            fatal = [p for p, s in states.items() if s == "FATAL"]
+            before, last[name] = last.get(name, {}), status
+            restarted[name] |= {p for p, (_, pid) in status.items()
+                                if pid and before.get(p, (None, pid))[1] not in (None, pid)}
+            fatal = [p for p, (s, _) in status.items() if s == "FATAL"]
             if fatal:
                 raise _not_running(node, fatal[0], "FATAL")
-            if all(s == "RUNNING" for s in states.values()):
+            if not all(s == "RUNNING" for s, _ in status.values()):
+                since.pop(name, None)
+                continue
+            pidmap = {p: pid for p, (_, pid) in status.items()}
+            if since.get(name, (None,))[0] != pidmap:
+                since[name] = (pidmap, now)
+            elif now - since[name][1] >= settle:
                 del pending[name]
         if not pending:
             return
         if time.monotonic() > deadline:
             name, node = next(iter(pending.items()))
-            states = last.get(name)
-            if not states:
+            status = last.get(name)
+            if not status:
                 raise LabError(f"node {name}: supervisorctl status got no answer within {timeout:g}s")
-            prog, state = next((p, s) for p, s in states.items() if s != "RUNNING")
-            raise _not_running(node, prog, f"{state} after {timeout:g}s")
+            down = [(p, s) for p, (s, _) in status.items() if s != "RUNNING"]
+            if down:
+                raise _not_running(node, down[0][0], f"{down[0][1]} after {timeout:g}s")
+            flapping = sorted(restarted[name]) or sorted(status)
+            raise _not_running(node, flapping[0], f"restarting (still not steady after {timeout:g}s)")
         time.sleep(0.1)
 
 

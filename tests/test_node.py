@@ -1,0 +1,138 @@
+"""The node foundation on the lab: supervision, resync after kill -9, the tap, two instances
+on one host, and labs that leave nothing behind even when a test fails."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from bus.client import request
+from tests.labutil import REPO, lab_name, tool, wait_discovered, wait_for
+
+pytestmark = pytest.mark.lab
+
+ACTORS = ["link", "router", "discovery", "mobility", "echo"]
+
+
+def supervisor_pids(lab, node: str) -> dict[str, tuple[str, int]]:
+    """{program: (state, pid)} from `supervisorctl status` run the way a user runs it."""
+    proc = tool(lab, node, "supervisorctl", "-c", "supervisord.conf", "status", check=False)
+    states = {}
+    for line in proc.stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 2:
+            pid = int(parts[3].rstrip(",")) if len(parts) > 3 and parts[2] == "pid" else 0
+            states[parts[0]] = (parts[1], pid)
+    return states
+
+
+def all_running(lab, node: str) -> dict | None:
+    states = supervisor_pids(lab, node)
+    return states if states and all(s == "RUNNING" for s, _ in states.values()) else None
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    from tests.labutil import write_topology
+    from tools.lab import Lab
+    lab = Lab(lab_name("n"))
+    try:
+        lab.up(write_topology(tmp_path_factory.mktemp("pair"), "pair"))
+        wait_discovered(lab, [("alice", "bob"), ("bob", "alice")])
+        yield lab
+    finally:
+        assert not lab.down()
+
+
+def test_every_program_of_each_node_runs(pair):
+    for node in ("alice", "bob"):
+        states = wait_for(lambda: all_running(pair, node), 10, f"{node} all RUNNING")
+        assert set(states) == {"broker", *ACTORS, *(["proxy"] if "proxy" in states else [])}
+        assert all(pid > 0 for _, pid in states.values())
+
+
+def test_tap_sees_hello_and_state_frames(pair):
+    proc = tool(pair, "alice", "ilnp-tap", "--json", "--hello", "-t", "2", "hello", "state.")
+    frames = [json.loads(line) for line in proc.stdout.splitlines()]
+    topics = {f["topic"] for f in frames}
+    assert {"hello", "state.locators", "state.hosts", "state.sessions"} <= topics
+    locators = next(f["body"] for f in frames if f["topic"] == "state.locators")
+    assert locators["cur"] == [0xA] and locators["a"] == "mobility"
+    hosts = next(f["body"] for f in frames if f["topic"] == "state.hosts")
+    assert "bob" in [row[0] for row in hosts["hosts"]]
+
+
+@pytest.mark.parametrize("victim", ["broker", *ACTORS])
+def test_kill_9_restarts_only_that_actor_and_it_resyncs(pair, victim):
+    before = wait_for(lambda: all_running(pair, "alice"), 10, "alice all RUNNING")
+    os.kill(before[victim][1], signal.SIGKILL)
+
+    def restarted():
+        now = all_running(pair, "alice")
+        return now if now and now[victim][1] != before[victim][1] else None
+
+    after = wait_for(restarted, 15, f"{victim} to be restarted")
+    for program, (_, pid) in before.items():
+        if program != victim:
+            assert after[program][1] == pid, f"{program} restarted when {victim} was killed"
+    run = pair.run_dir("alice")
+    if victim != "broker":
+        # its state request was answered: in sync with every state it needs
+        wait_for(lambda: request(str(run), victim, "status")["in_sync"], 10, f"{victim} in sync")
+    # and the node works end to end again
+    wait_for(lambda: tool(pair, "alice", "ilnp-ping", "-c", "1", "-W", "1", "bob", check=False).returncode == 0,
+             20, f"ping after killing {victim}")
+
+
+def test_status_of_a_node_not_running_says_so(tmp_path):
+    env = {**os.environ, "ILNP_RUN_DIR": str(tmp_path / "nothing")}
+    proc = subprocess.run([sys.executable, "-m", "tools.status"], cwd=REPO, env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().count("\n") == 0 and "not running" in proc.stderr
+
+
+def test_two_instances_on_one_host(make_lab):
+    lab = make_lab("twohost")
+    assert lab.namespace("alice") == lab.namespace("bob")
+    assert lab.run_dir("alice") != lab.run_dir("bob")
+    wait_discovered(lab, [("alice", "bob"), ("bob", "alice")])
+    pids_a = wait_for(lambda: all_running(lab, "alice"), 10, "alice RUNNING")
+    pids_b = wait_for(lambda: all_running(lab, "bob"), 10, "bob RUNNING")
+    assert not {p for _, p in pids_a.values()} & {p for _, p in pids_b.values()}
+    for src, dst in (("alice", "bob"), ("bob", "alice")):
+        out = tool(lab, src, "ilnp-ping", "-c", "3", "-i", "0.05", "--json", dst).stdout
+        assert json.loads(out)["received"] == 3
+
+
+def test_a_failing_test_still_leaves_no_namespace_behind(tmp_path):
+    """A test that fails midway, inside the make_lab fixture: pytest's teardown downs the lab."""
+    record = tmp_path / "lab.txt"
+    inner = tmp_path / "test_inner.py"
+    inner.write_text(textwrap.dedent(f"""
+        import json
+        import pytest
+        pytestmark = pytest.mark.lab
+        def test_fails_midway(make_lab):
+            lab = make_lab("pair")
+            pids = [n["supervisord_pid"] for n in lab.state()["nodes"].values()]
+            open({str(record)!r}, "w").write(json.dumps({{"name": lab.name, "pids": pids}}))
+            assert False, "failing on purpose with the lab up"
+    """))
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "tests.conftest", str(inner),
+                           "--rootdir", str(REPO), "-p", "no:cacheprovider"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stdout[-2000:]
+    assert "failing on purpose" in proc.stdout
+    made = json.loads(record.read_text())
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert f"{made['name']}-" not in namespaces
+    assert not os.path.exists(f"/run/ilnp/{made['name']}")
+    assert len(made["pids"]) == 2
+    for pid in made["pids"]:
+        assert not os.path.exists(f"/proc/{pid}"), f"supervisord {pid} outlived the failed test"
