@@ -39,6 +39,7 @@ class NodeConfig:
     port: int = 10000
     group_tag: int = 0
     mtu: int = 1440
+    multicast_loop: bool = True
     hop_limit: int = 3
     route_lifetime_ms: int = 30_000
     session_lifetime_ms: int = 30_000
@@ -69,6 +70,7 @@ _SPEC: dict[str, tuple] = {
     "underlay.group_tag": (int, "group_tag", None, lambda v: -1 <= v <= 0xFFFF,
                            "0-65535, or -1 for the user id modulo 2^16"),
     "underlay.mtu": (int, "mtu", None, lambda v: 64 <= v <= 65507, "64-65507"),
+    "underlay.multicast_loop": (bool, "multicast_loop", None, None, ""),
     "router.hop_limit": (int, "hop_limit", None, lambda v: 1 <= v <= 255, "1-255"),
     "router.route_lifetime": ((int, float), "route_lifetime_ms", _seconds, lambda v: v > 0, "> 0"),
     "router.session_lifetime": ((int, float), "session_lifetime_ms", _seconds, lambda v: v > 0, "> 0"),

@@ -91,7 +91,7 @@ class BusClient:
         self._seq[topic] = q
         body["a"] = self.name
         body["q"] = q
-        self.pub.send_multipart((topic, pack(body)), copy=False)
+        self.pub.send_multipart((topic, pack(body)))
 
     def wait_ready(self, timeout: float = 5.0) -> None:
         """Say hello until it comes back; frames that arrive meanwhile are kept for recv()."""

@@ -47,8 +47,9 @@ def payload(tag: str, i: int, size: int) -> bytes:
 
 
 def sizes(count: int, largest: int) -> list[int]:
-    """A spread of sizes for a stream: tiny, empty-ish, mid and large ones."""
-    pattern = [1, 0, 17, 100, 512, largest]
+    """A spread of sizes for a stream: the largest first (a session's first packets would
+    carry the [ext] nonce if there were room), then tiny and mid ones."""
+    pattern = [largest, 1, 0, 17, 100, 512]
     return [pattern[i % len(pattern)] for i in range(count)]
 
 

@@ -20,8 +20,15 @@ from tools.lab.names import IFNAMSIZ, REPO_ROOT, lab_dir, peer_name
 from tools.lab.topology import deep_merge, load_topology
 
 IS_ROOT = os.geteuid() == 0
-needs_root = pytest.mark.skipif(not IS_ROOT or not shutil.which("ip"),
+_root_only = pytest.mark.skipif(not IS_ROOT or not shutil.which("ip"),
                                 reason="needs root and iproute2 (network namespaces)")
+
+
+def needs_root(test):
+    """Real namespaces: marked `lab` (deselect with -m 'not lab') and skipped unless root."""
+    return pytest.mark.lab(_root_only(test))
+
+
 lead_conf = pytest.mark.skipif(not (REPO_ROOT / "supervisord.conf").is_file(),
                                reason="no supervisord.conf in the repo yet")
 
@@ -364,12 +371,12 @@ def test_failed_up_names_node_and_program_and_leaves_nothing(tmp_path, lab_name)
 @needs_root
 def test_a_program_dying_just_after_startsecs_fails_up(tmp_path, lab_name):
     """RUNNING for a moment is not up: every program must keep its PID for a while."""
-    conf = supervisor_conf(tmp_path, GOOD_PROGRAMS + """\
+    conf = supervisor_conf(tmp_path, GOOD_PROGRAMS + textwrap.dedent("""\
         [program:flappy]
         command=sh -c 'sleep 1.3; exit 1'
         startsecs=1
         autorestart=true
-        """)
+        """))
     with pytest.raises(LabError) as err:
         Lab(lab_name, supervisord_conf=conf).up(topology(tmp_path, {"alice": {}}), timeout=6)
     assert "node alice: program flappy is" in str(err.value)
@@ -390,7 +397,7 @@ def test_up_failing_at_any_step_leaves_nothing(tmp_path, lab_name, case):
         words = ["node bob", "nid"]
     else:
         conf.write_text("[supervisord\n")                           # fails after the plumbing
-        words = ["node alice", "supervisord exited"]
+        words = ["node alice", "supervisord exited", "Error:"]
     with pytest.raises(LabError) as err:
         Lab(lab_name, supervisord_conf=conf).up(topo, timeout=20)
     assert all(w in str(err.value) for w in words), str(err.value)

@@ -2,8 +2,14 @@
 
 Runs inside a node's namespace (`ilnp-lab exec NODE -- python -m tools.trafficgen ...`):
 sends `--rate` packets/s of `--size` bytes to PEER:PORT for `--duration` seconds while
-receiving whatever the peer sends, then prints one JSON summary line. `--csv` writes one
-row per received packet: seq, send time, receive time (ns since the epoch).
+receiving whatever the peer sends, then prints one JSON summary line (with `start_ns`, the
+wall time of the first send: packet `seq` left about start_ns + (seq + 1) / rate).
+`--csv` writes one row per received packet, duplicates included: seq, send time, receive
+time (ns since the epoch) and, over the overlay, the locators it travelled with: the
+sender's (src_loc), the one it was addressed to (dst_loc) and the network it arrived on
+(arrival_loc).
+`--wait-go` holds the sending back until a line arrives on stdin, so that two generators
+that send to each other start together, each bound before the other sends.
 
 Packet: seq (u64) | send time ns (u64) | padding.
 """
@@ -18,6 +24,7 @@ import time
 
 import click
 
+from actors.addr import format64
 from actors.stp.api import HostNotFound, StpSocket, StpSocketError
 
 HEAD = struct.Struct(">QQ")
@@ -39,15 +46,30 @@ class Tally:
         self.latency_ns: list[int] = []
         self._csv_file = open(csv_path, "w", newline="") if csv_path else None
         self._csv = csv.writer(self._csv_file) if self._csv_file else None
+        self._loc_text: dict[int, str] = {}
         if self._csv:
-            self._csv.writerow(["seq", "sent_ns", "received_ns"])
+            self._csv.writerow(["seq", "sent_ns", "received_ns", "src_loc", "dst_loc", "arrival_loc"])
 
-    def add(self, data: bytes, now_ns: int) -> None:
+    def _locs(self, ilv) -> list[str]:
+        if ilv is None:
+            return ["", "", ""]
+        text = self._loc_text
+        out = []
+        for loc in ilv:
+            name = text.get(loc)
+            if name is None:
+                name = text[loc] = format64(loc)
+            out.append(name)
+        return out
+
+    def add(self, data: bytes, now_ns: int, ilv=None) -> None:
         if len(data) < HEAD.size:
             return
         seq, sent_ns = HEAD.unpack_from(data)
         if seq in self.seen:
             self.duplicated += 1
+            if self._csv:  # every copy gets a row: the CSV alone tells duplicates apart
+                self._csv.writerow([seq, sent_ns, now_ns, *self._locs(ilv)])
             return
         self.seen.add(seq)
         self.received += 1
@@ -61,7 +83,7 @@ class Tally:
         if self.received % 10 == 1:  # a sample is enough for percentiles
             self.latency_ns.append(now_ns - sent_ns)
         if self._csv:
-            self._csv.writerow([seq, sent_ns, now_ns])
+            self._csv.writerow([seq, sent_ns, now_ns, *self._locs(ilv)])
 
     def close(self) -> None:
         if self._csv_file:
@@ -97,15 +119,17 @@ class OverlayPort:
     def send(self, datas: list[bytes]) -> None:
         self.sock.sendmany(datas, self.address)
 
-    def receive(self, timeout: float) -> list[bytes]:
+    def receive(self, timeout: float) -> list[tuple[bytes, object]]:
+        """[(data, Ilv), ...]: what is ready, waiting up to timeout for the first."""
         out = []
         try:
-            data, _ = self.sock.recvfrom(timeout)
+            data, _, ilv = self.sock.recvfrom_ilv(timeout)
         except TimeoutError:
             return out
-        out.append(data)
+        out.append((data, ilv))
         while self.sock._inbox:
-            out.append(self.sock._inbox.popleft()[0])
+            entry = self.sock._inbox.popleft()
+            out.append((entry[0], entry.ilv))
         return out
 
     def close(self) -> None:
@@ -134,16 +158,16 @@ class RawPort:
         for data in datas:
             self.sock.sendto(data, self.dest)
 
-    def receive(self, timeout: float) -> list[bytes]:
+    def receive(self, timeout: float) -> list[tuple[bytes, None]]:
         self.sock.settimeout(timeout)
         try:
-            out = [self.sock.recv(65535)]
+            out = [(self.sock.recv(65535), None)]
         except (socket.timeout, BlockingIOError):
             return []
         self.sock.setblocking(False)
         try:
             while True:
-                out.append(self.sock.recv(65535))
+                out.append((self.sock.recv(65535), None))
         except BlockingIOError:
             pass
         return out
@@ -153,10 +177,12 @@ class RawPort:
 
 
 def run(port, rate: float, duration: float, size: int, tally: Tally, idle_stop: float,
-        progress: bool) -> int:
-    """Send at `rate` for `duration` while receiving; then receive until idle. Returns sent."""
+        progress: bool) -> tuple[int, int]:
+    """Send at `rate` for `duration` while receiving; then receive until idle.
+    Returns (sent, wall ns when sending started)."""
     pad = b"\x00" * (size - HEAD.size)
     pack = HEAD.pack
+    start_ns = time.time_ns()
     t0 = time.monotonic()
     end = t0 + duration
     sent = 0
@@ -173,21 +199,24 @@ def run(port, rate: float, duration: float, size: int, tally: Tally, idle_stop: 
             wait = 0.0
         else:
             wait = min(end - now, 1.0 / rate if rate else 0.05)
-        for data in port.receive(wait):
-            tally.add(data, time.time_ns())
+        got = port.receive(wait)
+        if got:
+            now_ns = time.time_ns()
+            for data, ilv in got:
+                tally.add(data, now_ns, ilv)
         if progress and now - last_report >= 1.0:
             last_report = now
-            print(json.dumps({"progress_s": round(now - t0, 1), "sent": sent, "received": tally.received}),
-                  file=sys.stderr, flush=True)
+            print(json.dumps({"progress_s": round(now - t0, 1), "sent": sent, "received": tally.received,
+                              "highest_seq": tally.highest}), file=sys.stderr, flush=True)
     idle_since = time.monotonic()
     while time.monotonic() - idle_since < idle_stop:
         got = port.receive(0.05)
         if got:
             idle_since = time.monotonic()
             now_ns = time.time_ns()
-            for data in got:
-                tally.add(data, now_ns)
-    return sent
+            for data, ilv in got:
+                tally.add(data, now_ns, ilv)
+    return sent, start_ns
 
 
 @click.command()
@@ -205,8 +234,9 @@ def run(port, rate: float, duration: float, size: int, tally: Tally, idle_stop: 
               help="Plain UDP multicast on IFACE instead of the overlay (the underlay baseline).")
 @click.option("--progress", is_flag=True, help="A JSON progress line on stderr every second.")
 @click.option("--resolve-timeout", type=click.FloatRange(min=0), default=10.0)
+@click.option("--wait-go", is_flag=True, help="After printing ready, wait for a line on stdin before sending.")
 def main(local_port, peer, peer_port, rate, duration, size, idle_stop, csv_path, raw_iface, progress,
-         resolve_timeout):
+         resolve_timeout, wait_go):
     """Send and receive sequence-numbered packets; print a JSON summary."""
     try:
         port = (RawPort(raw_iface, send=bool(peer)) if raw_iface
@@ -216,11 +246,14 @@ def main(local_port, peer, peer_port, rate, duration, size, idle_stop, csv_path,
     tally = Tally(csv_path)
     print(json.dumps({"ready": True}), file=sys.stderr, flush=True)
     try:
-        sent = run(port, rate if peer else 0, duration, size, tally, idle_stop, progress)
+        if wait_go:
+            sys.stdin.readline()
+        sent, start_ns = run(port, rate if peer else 0, duration, size, tally, idle_stop, progress)
     finally:
         port.close()
         tally.close()
-    click.echo(json.dumps({"sent": sent, "rate": rate, "size": size, **tally.summary()}))
+    click.echo(json.dumps({"sent": sent, "rate": rate, "size": size, "start_ns": start_ns,
+                           **tally.summary()}))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,8 @@ class LinkShell:
     def __init__(self, config: NodeConfig, run: RunDir):
         self.config = config
         self.actor = Actor("link", run, requires=(topics.STATE_LOCATORS,))
-        self.sock = UnderlaySocket(config.interface, config.port, config.group_tag)
+        self.sock = UnderlaySocket(config.interface, config.port, config.group_tag,
+                                   loopback=config.multicast_loop)
         em = config.emulate
         self.emulator = LinkEmulator(em.drop, em.duplicate, em.delay_ms)
         self.counters = self.actor.counters
@@ -66,13 +67,13 @@ class LinkShell:
             log.warning("event=tx_oversize size=%d mtu=%d total=%d", size, self.config.mtu,
                         self.counters["tx_oversize"])
 
-    def on_readable(self) -> None:
+    def on_readable(self) -> int:
         recv, emit, counters = self.sock.recv, self.actor.emit, self.counters
         emulating = self.emulator.active
-        for _ in range(DRAIN_LIMIT):
+        for taken in range(DRAIN_LIMIT):
             got = recv()
             if got is None:
-                return
+                return taken
             if got is OWN:  # multicast loopback of what we sent: never costs a bus hop
                 counters["rx_own"] += 1
                 continue
@@ -85,6 +86,7 @@ class LinkShell:
                 self._emulate(loc, data)
             else:
                 emit(topics.LINK_RX, [loc, data])
+        return DRAIN_LIMIT
 
     def _emulate(self, loc: int, data: bytes) -> None:
         copies = self.emulator.copies()

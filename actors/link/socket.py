@@ -37,7 +37,7 @@ class UnderlaySocket:
     keep their sender's NID), is recognised by source address and port and dropped.
     """
 
-    def __init__(self, interface: str, port: int, tag: int):
+    def __init__(self, interface: str, port: int, tag: int, loopback: bool = True):
         self.port = port
         self.tag = tag
         self.ifindex = socket.if_nametoindex(interface)
@@ -61,7 +61,9 @@ class UnderlaySocket:
             pass
         tx.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, self.ifindex)
         tx.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
-        tx.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 1)  # other nodes on this host
+        # Other nodes on this host hear us only through loopback; a node alone on its
+        # host can turn it off and save the kernel a copy of every datagram.
+        tx.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, int(loopback))
         tx.bind(("::", 0))
         self.tx = tx
         self.tx_port = tx.getsockname()[1]

@@ -85,7 +85,7 @@ class ProxyShell:
         actor.status_extra = lambda: {"core": dict(self.core.counters), "proxy_port": self.core.proxy_port,
                                       "mappings": len(self.core.ports()),
                                       "unbound": sorted(set(self.core.ports()) - self._bound)}
-        self._schedule_bind(0)
+        pass  # MUTANT
 
     # ---- data path ----------------------------------------------------------
     def on_readable(self) -> None:
@@ -148,7 +148,9 @@ class ProxyShell:
         self.core.load_hosts(body.get("hosts"))
 
     def on_hello(self, _topic: bytes, body: dict) -> None:
-        if body.get("a") == "router":  # a (re)started router: make sure it has our ports
+        # a (re)started router, or one saying hello until it is in sync (then repeatedly,
+        # so the check is debounced and costs one request when all is well)
+        if body.get("a") == "router":
             self._schedule_bind(REBIND_DEBOUNCE_S)
 
     # ---- requests -----------------------------------------------------------
@@ -240,28 +242,41 @@ class ProxyShell:
             self.actor.call_later(delay_s, self.bind_all)
 
     def bind_all(self) -> None:
-        """(Re)bind every mapped port; binding a port we hold is harmless. A router that
-        does not answer ends the round (each try could block the loop a second)."""
+        """Make the router hold every mapped port for us: ask it which it holds (one
+        request), bind the rest. A router that does not answer ends the round (each try
+        could block the loop a second); it is tried again later."""
         self._bind_pending = False
         for port in sorted(self._release):
             if self.core.get(port) is not None or self._unbind(port):
                 self._release.discard(port)
-        self._bound.clear()
-        for port in self.core.ports():
+        before = set(self._bound)
+        held = self._router_ports()
+        ports = self.core.ports()
+        self._bound = {p for p in ports if held is not None and held.get(p) == self.pid}
+        for port in ports:
+            if port in self._bound:
+                continue
             try:
                 if not self._bind(port):
                     break
             except MappingError as exc:
                 self._log_once(f"conflict{port}", "event=bind_refused port=%d reason=%r", port, str(exc))
-        missing = set(self.core.ports()) - self._bound
-        if missing or self._release:
+        if set(ports) - self._bound or self._release:
             self.counters["bind_retries"] += 1
             self._schedule_bind(self._retry_s)
             self._retry_s = min(RETRY_MAX_S, self._retry_s * 2)
         else:
             self._retry_s = RETRY_FIRST_S
-            if self.core.ports():
-                log.info("event=bound ports=%d", len(self._bound))
+        if self._bound != before:
+            log.info("event=bound ports=%d of=%d", len(self._bound), len(ports))
+
+    def _router_ports(self) -> dict[int, int] | None:
+        """port -> owner pid as the router has them, or None if it does not say."""
+        try:
+            held = request(self.run_dir, "router", "ports", timeout=ROUTER_TIMEOUT_S)
+            return {int(port): owner for port, owner in held.items()}
+        except (RequestError, AttributeError, ValueError, TypeError):
+            return None
 
     def _log_once(self, key: str, fmt: str, *args) -> None:
         now = time.monotonic()

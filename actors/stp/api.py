@@ -22,7 +22,23 @@ from bus.rundir import RunDir, find_run_dir
 from ..discovery.replica import HostReplica
 from .wire import StpError, decode, encode
 
-__all__ = ["StpSocket", "StpSocketError", "HostNotFound"]
+__all__ = ["StpSocket", "StpSocketError", "HostNotFound", "Ilv"]
+
+
+class Ilv(tuple):
+    """Where a datagram travelled: (src_loc, dst_loc, arrival_loc), locators as ints."""
+    __slots__ = ()
+
+    def __new__(cls, src_loc: int, dst_loc: int, arrival_loc: int):
+        return tuple.__new__(cls, (src_loc, dst_loc, arrival_loc))
+
+    src_loc = property(lambda self: self[0])
+    dst_loc = property(lambda self: self[1])
+    arrival_loc = property(lambda self: self[2])
+
+
+class _Received(tuple):
+    """An inbox entry: the (data, (host, port)) pair recvfrom returns, plus `.ilv`."""
 
 
 class StpSocketError(RuntimeError):
@@ -87,7 +103,9 @@ class StpSocket:
                     except (StpError, IndexError, TypeError):
                         self.dropped_malformed += 1
                         continue
-                    self._inbox.append((data, (self.hosts.name_of(item[0], item[1]), src_port)))
+                    entry = _Received((data, (self.hosts.name_of(item[0], item[1]), src_port)))
+                    entry.ilv = Ilv(item[0], item[2], item[4])
+                    self._inbox.append(entry)
             frame = self.bus.recv(0)
 
     def recvfrom(self, timeout: float | None = None) -> tuple[bytes, tuple[str, int]]:
@@ -99,6 +117,14 @@ class StpSocket:
                 raise TimeoutError("no datagram within the timeout")
             self._pump(left)
         return self._inbox.popleft()
+
+    def recvfrom_ilv(self, timeout: float | None = None) -> tuple[bytes, tuple[str, int], Ilv]:
+        """Like recvfrom, plus the locators it travelled with: (data, (host, port), Ilv).
+
+        Ilv = (src_loc, dst_loc, arrival_loc): the sender's locator, the one it addressed
+        us at, and the network it arrived on (what an experiment plots across a move)."""
+        data, address = entry = self.recvfrom(timeout)
+        return data, address, entry.ilv
 
     def pending(self) -> int:
         self._pump(0)

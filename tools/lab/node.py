@@ -75,7 +75,7 @@ def start_supervisord(node: NodeRef, timeout: float) -> int:
         except subprocess.TimeoutExpired:
             raise LabError(f"node {node.name}: supervisord did not daemonize within {timeout:g}s") from None
     if r.returncode != 0:
-        raise LabError(f"node {node.name}: supervisord exited {r.returncode}: {last_line(log)}")
+        raise LabError(f"node {node.name}: supervisord exited {r.returncode}: {error_line(log)}")
     deadline = time.monotonic() + timeout
     while True:
         pid = read_pidfile(node.pidfile)
@@ -189,9 +189,11 @@ def _not_running(node: NodeRef, program: str, how: str) -> LabError:
                     + (f" (last output: {tail})" if tail else ""))
 
 
-def last_line(path: Path) -> str:
+def error_line(path: Path) -> str:
+    """The line of a log that says what went wrong: the first "Error", else the last line."""
     try:
         lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
     except OSError:
         return "no output"
-    return one_line(lines[-1])[:200] if lines else "no output"
+    picks = [ln for ln in lines if "Error" in ln] or lines[-1:]
+    return one_line(picks[0])[:200] if picks else "no output"

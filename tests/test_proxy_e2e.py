@@ -1,0 +1,553 @@
+"""The UDP proxy end to end.
+
+Loopback part (no namespaces): a node's broker, router and proxy on this machine, a test
+standing in for discovery and the far side on the bus, real UDP sockets as applications.
+Lab part (root): alice - router - bob in network namespaces, every program of the node
+under supervisord, real netcat-openbsd and socat as the applications.
+"""
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from actors.stp.wire import decode, encode
+from bus import topics
+from bus.client import BusClient, RequestError, request
+from tests.labutil import is_root, lab_name, tool, wait_discovered, wait_for, write_topology
+from tests.test_map_cli import LocalNode, ok
+
+ALICE_NID, BOB_NID = 0xFFFF_0000_0000_000A, 0xFFFF_0000_0000_000B
+LOC_A, LOC_B = 0xA, 0xB
+MAX_PAYLOAD = 1440 - 40 - 4
+
+
+# =========================================================================================
+# loopback: the proxy actor between real UDP sockets and a bus we drive
+# =========================================================================================
+
+class FarSide:
+    """Plays discovery (state.hosts) and the overlay (ilnp.tx out, ilnp.rx.42.P in)."""
+
+    def __init__(self, node: LocalNode):
+        self.node = node
+        self.bus = BusClient(str(node.run_dir), name="farside")
+        self.bus.subscribe(topics.ILNP_TX)
+        self.bus.wait_ready()
+
+    def hosts(self, *rows) -> None:
+        self.bus.publish(topics.STATE_HOSTS, {"hosts": [list(r) for r in rows]})
+
+    def sent(self, count: int, timeout: float = 5.0) -> list[tuple[int, list, int, int, bytes]]:
+        """The next `count` STP items the proxy put on ilnp.tx: (nid, locs, src, dst, data)."""
+        out, deadline = [], time.monotonic() + timeout
+        while len(out) < count:
+            frame = self.bus.recv(max(0.0, deadline - time.monotonic()))
+            if frame is None:
+                break
+            for nid, locs, nh, segment, _via, _opts in frame[1]["p"]:
+                if nh == topics.NH_STP:
+                    out.append((nid, locs, *decode(segment)))
+        return out
+
+    def deliver(self, port: int, src_port: int, data: bytes) -> None:
+        item = [LOC_B, BOB_NID, LOC_A, ALICE_NID, LOC_A, encode(src_port, port, data), None]
+        self.bus.publish(topics.stp_rx(port), {"p": [item]})
+
+    def close(self) -> None:
+        self.bus.close()
+
+
+def app(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", port))
+    sock.settimeout(0.2)
+    return sock
+
+
+def recv_retrying(sock: socket.socket, resend, timeout: float = 5.0) -> tuple[bytes, tuple]:
+    """recvfrom, calling resend() while nothing came: a fresh SUB subscription of the
+    proxy takes a moment to reach the broker."""
+    deadline = time.monotonic() + timeout
+    while True:
+        resend()
+        try:
+            return sock.recvfrom(65536)
+        except socket.timeout:
+            if time.monotonic() > deadline:
+                raise AssertionError("nothing delivered to the application") from None
+
+
+@pytest.fixture
+def local():
+    node = LocalNode().up()
+    far = FarSide(node)
+    try:
+        yield node, far
+    finally:
+        far.close()
+        node.down()
+
+
+def core_counters(node: LocalNode) -> dict:
+    return node.ask("proxy", "status")["core"]
+
+
+def test_loopback_datagrams_go_out_over_stp_and_replies_come_back(local):
+    node, far = local
+    far.hosts(["bob", BOB_NID, [LOC_B], 0])
+    ok(node.map("5000", "bob", "6000"))
+    wait_for(lambda: node.ask("proxy", "list")["mappings"][0]["resolved"], 5, "bob resolved")
+    a = app(5000)
+    try:
+        a.sendto(b"hello bob", ("127.0.0.1", node.proxy_port))
+        assert far.sent(1) == [(BOB_NID, [LOC_B], 5000, 6000, b"hello bob")]
+        data, source = recv_retrying(a, lambda: far.deliver(5000, 6000, b"hello alice"))
+        assert (data, source) == (b"hello alice", ("127.0.0.1", node.proxy_port))
+    finally:
+        a.close()
+
+
+def test_loopback_resolution_follows_a_move(local):
+    node, far = local
+    far.hosts(["bob", BOB_NID, [LOC_B], 0])
+    ok(node.map("5000", "bob", "6000"))
+    a = app(5000)
+    try:
+        wait_for(lambda: node.ask("proxy", "list")["mappings"][0]["resolved"], 5, "bob resolved")
+        far.hosts(["bob", BOB_NID, [0xC, LOC_B], 0])       # bob moved to 0:0:0:c
+        wait_for(lambda: (a.sendto(b"x", ("127.0.0.1", node.proxy_port)), far.sent(1, 0.2))[1] ==
+                 [(BOB_NID, [0xC, LOC_B], 5000, 6000, b"x")], 5, "the new locators in use")
+    finally:
+        a.close()
+
+
+def test_loopback_oversize_and_unmapped_are_counted_and_logged_once(local):
+    node, far = local
+    far.hosts(["bob", BOB_NID, [LOC_B], 0])
+    ok(node.map("5000", "bob", "6000"))
+    pid = node.ask("proxy", "status")["pid"]
+    a, stranger = app(5000), app(0)
+    try:
+        for size in (MAX_PAYLOAD + 1, 1500, 9000, 65507):
+            a.sendto(bytes(size), ("127.0.0.1", node.proxy_port))
+        for _ in range(5):
+            stranger.sendto(b"who am i", ("127.0.0.1", node.proxy_port))
+        wait_for(lambda: core_counters(node).get("oversize") == 4 and core_counters(node).get("unmapped") == 5,
+                 5, "the drops counted")
+        a.sendto(bytes(MAX_PAYLOAD), ("127.0.0.1", node.proxy_port))   # the largest still goes
+        [(_nid, _locs, src, dst, data)] = far.sent(1)
+        assert (src, dst, len(data)) == (5000, 6000, MAX_PAYLOAD)
+        log = node.log("proxy")
+        assert len(re.findall(r"event=drop reason=oversize port=5000 size=\d+ max=1396", log)) == 1
+        assert len(re.findall(r"event=drop reason=unmapped port=\d+", log)) == 1
+        assert node.ask("proxy", "status")["pid"] == pid
+    finally:
+        a.close()
+        stranger.close()
+
+
+def test_loopback_a_host_not_yet_discovered_drops_then_works(local):
+    node, far = local
+    far.hosts(["bob", BOB_NID, [LOC_B], 0])
+    ok(node.map("5000", "carol", "7000"))
+    a = app(5000)
+    try:
+        for _ in range(3):
+            a.sendto(b"early", ("127.0.0.1", node.proxy_port))
+        wait_for(lambda: core_counters(node).get("host_unknown") == 3, 5, "host_unknown counted")
+        assert far.sent(1, 0.3) == []
+        far.hosts(["bob", BOB_NID, [LOC_B], 0], ["carol", 0xC, [0xC], 0])
+        wait_for(lambda: node.ask("proxy", "list")["mappings"][0]["resolved"], 5, "carol resolved")
+        a.sendto(b"late", ("127.0.0.1", node.proxy_port))
+        assert far.sent(1) == [(0xC, [0xC], 5000, 7000, b"late")]
+    finally:
+        a.close()
+
+
+def test_loopback_fifty_mappings_never_cross(local):
+    node, far = local
+    far.hosts(["bob", BOB_NID, [LOC_B], 0])
+    n = 50
+    for i in range(n):
+        request(str(node.run_dir), "proxy", "map", local_port=5100 + i, host="bob", remote_port=6100 + i)
+    apps = [app(5100 + i) for i in range(n)]
+    try:
+        wait_for(lambda: all(m["resolved"] for m in node.ask("proxy", "list")["mappings"]), 5, "resolved")
+        for rnd in range(4):
+            for i, a in enumerate(apps):
+                a.sendto(b"%d:%d" % (i, rnd), ("127.0.0.1", node.proxy_port))
+        sent = far.sent(4 * n)
+        assert len(sent) == 4 * n
+        for _nid, _locs, src, dst, data in sent:
+            i = int(data.split(b":")[0])
+            assert (src, dst) == (5100 + i, 6100 + i)
+        # replies: each application gets exactly what was addressed to its port
+        for i, a in enumerate(apps):
+            got, _ = recv_retrying(a, lambda i=i: far.deliver(5100 + i, 6100 + i, b"to %d" % i))
+            assert got == b"to %d" % i
+    finally:
+        for a in apps:
+            a.close()
+
+
+def test_loopback_unmap_stops_delivery(local):
+    node, far = local
+    far.hosts(["bob", BOB_NID, [LOC_B], 0])
+    ok(node.map("5000", "bob", "6000"))
+    a = app(5000)
+    try:
+        recv_retrying(a, lambda: far.deliver(5000, 6000, b"mapped"))
+        ok(node.map("--delete", "5000"))
+        before = core_counters(node).get("to_local", 0)
+        far.deliver(5000, 6000, b"after unmap")
+        with pytest.raises(socket.timeout):
+            while True:
+                data, _ = a.recvfrom(100)
+                assert data == b"mapped"   # only leftovers of the retries may still come
+        assert core_counters(node).get("to_local", 0) == before
+        a.sendto(b"x", ("127.0.0.1", node.proxy_port))
+        wait_for(lambda: core_counters(node).get("unmapped") == 1, 5, "unmapped counted")
+    finally:
+        a.close()
+
+
+# =========================================================================================
+# the lab: alice - router - bob, real nc and socat
+# =========================================================================================
+
+PROXY_PORT = 10001
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    if not is_root():
+        pytest.skip("lab tests need root (network namespaces)")
+    from tools.lab import Lab
+
+    lab = Lab(lab_name("px"))
+    try:
+        lab.up(write_topology(tmp_path_factory.mktemp("topo"), "router"), timeout=60)
+        wait_discovered(lab, [("alice", "bob"), ("bob", "alice")])
+        yield lab
+    finally:
+        left = lab.down()
+        assert not left, f"lab {lab.name} left behind: {left}"
+
+
+def ilnp_map(lab, node: str, *argv: str) -> dict:
+    return json.loads(tool(lab, node, "ilnp-map", *argv, "--json").stdout)
+
+
+def map_both(lab, alice_port: int, bob_port: int) -> None:
+    """alice:alice_port <-> bob:bob_port (each side needs its mapping: it binds the port)."""
+    assert ilnp_map(lab, "alice", str(alice_port), "bob", str(bob_port))["proxy_port"] == PROXY_PORT
+    assert ilnp_map(lab, "bob", str(bob_port), "alice", str(alice_port))["proxy_port"] == PROXY_PORT
+
+
+def proxy_status(lab, node: str) -> dict:
+    return request(str(lab.run_dir(node)), "proxy", "status", timeout=2.0)
+
+
+class Lines:
+    """A process's stdout lines, read by a thread."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.q: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, args=(proc.stdout,), daemon=True).start()
+
+    def _read(self, stream) -> None:
+        for line in iter(stream.readline, b""):
+            self.q.put(line.decode(errors="replace").rstrip("\n"))
+
+    def take(self, count: int, timeout: float) -> list[str]:
+        out, deadline = [], time.monotonic() + timeout
+        while len(out) < count and (left := deadline - time.monotonic()) > 0:
+            try:
+                out.append(self.q.get(timeout=left))
+            except queue.Empty:
+                break
+        return out
+
+
+def stop(*procs: subprocess.Popen) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+@pytest.mark.lab
+def test_nc_talks_both_ways_through_the_proxies(lab):
+    map_both(lab, 5000, 6000)
+    nc = ["nc", "-u", "-p"]
+    bob = lab.popen("bob", nc + ["6000", "127.0.0.1", str(PROXY_PORT)], stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    alice = lab.popen("alice", nc + ["5000", "127.0.0.1", str(PROXY_PORT)], stdin=subprocess.PIPE,
+                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        at_bob, at_alice = Lines(bob), Lines(alice)
+        wait_for(lambda: proxy_status(lab, "bob")["counters"] is not None, 5, "bob's proxy")
+        for sender, receiver, name in ((alice, at_bob, "alice"), (bob, at_alice, "bob"),
+                                       (alice, at_bob, "alice"), (bob, at_alice, "bob")):
+            lines = [f"{name} says {i}: " + "the quick brown fox " * (i % 5) for i in range(20)]
+            for line in lines:
+                sender.stdin.write(line.encode() + b"\n")
+                sender.stdin.flush()
+                time.sleep(0.02)      # a modest rate: 50 lines a second
+            assert receiver.take(len(lines), 10) == lines
+    finally:
+        stop(alice, bob)
+
+
+class SocatFlow:
+    """src_node:src_port -> dst_node:dst_port with socat at both ends; the test feeds
+    and reads datagrams through unix datagram sockets, so boundaries are kept exactly:
+      src: socat -u UNIX-RECV:in UDP-SENDTO:127.0.0.1:PROXY,sourceport=SRC
+      dst: socat -u UDP-RECV:DST UNIX-SENDTO:out"""
+
+    def __init__(self, lab, src_node: str, src_port: int, dst_node: str, dst_port: int):
+        self.dir = Path(tempfile.mkdtemp(prefix="pxflow"))
+        self.inlet, self.outlet = self.dir / "in.sock", self.dir / "out.sock"
+        self.out = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.out.bind(str(self.outlet))
+        self.out.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        self.send_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        quiet = dict(stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.procs = [
+            lab.popen(dst_node, ["socat", "-u", f"UDP-RECV:{dst_port}", f"UNIX-SENDTO:{self.outlet}"], **quiet),
+            lab.popen(src_node, ["socat", "-u", f"UNIX-RECV:{self.inlet}",
+                                 f"UDP-SENDTO:127.0.0.1:{PROXY_PORT},sourceport={src_port}"], **quiet),
+        ]
+        wait_for(self.inlet.exists, 5, "socat's inlet socket")
+
+    def send(self, data: bytes) -> None:
+        self.send_sock.sendto(data, str(self.inlet))
+
+    def recv(self, timeout: float) -> bytes | None:
+        self.out.settimeout(timeout)
+        try:
+            return self.out.recv(65536)
+        except socket.timeout:
+            return None
+
+    def alive(self) -> bool:
+        return all(p.poll() is None for p in self.procs)
+
+    def close(self) -> None:
+        stop(*self.procs)
+        self.out.close()
+        self.send_sock.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.mark.lab
+def test_socat_every_size_arrives_byte_exact_and_oversize_is_refused(lab):
+    map_both(lab, 5001, 6001)
+    flow = SocatFlow(lab, "alice", 5001, "bob", 6001)
+    try:
+        for size in range(1, MAX_PAYLOAD + 1):    # growing: the session is up before the big ones
+            data = os.urandom(size)
+            flow.send(data)
+            got = flow.recv(5)
+            assert got is not None, f"datagram of {size} bytes lost"
+            assert got == data, f"datagram of {size} bytes changed"
+        pid = proxy_status(lab, "alice")["pid"]
+        for size in (MAX_PAYLOAD + 1, 1500, 8000):
+            flow.send(os.urandom(size))
+        wait_for(lambda: proxy_status(lab, "alice")["core"].get("oversize") == 3, 5, "oversize counted")
+        log = (lab.run_dir("alice") / "proxy.log").read_text()
+        assert re.search(r"event=drop reason=oversize port=5001 size=\d+ max=1396", log)
+        data = os.urandom(MAX_PAYLOAD)
+        flow.send(data)
+        assert flow.recv(5) == data, "nothing passes after the oversize ones"
+        assert flow.recv(0.3) is None, "an oversize datagram got through"
+        assert proxy_status(lab, "alice")["pid"] == pid and flow.alive()
+    finally:
+        flow.close()
+
+
+# Fifty applications per side, in the node's namespace: bob's echo each of its ports
+# back with its port number; alice's send round robin and check every reply.
+BOB_ECHO = r"""
+import selectors, socket, sys
+base, n = int(sys.argv[1]), int(sys.argv[2])
+sel = selectors.DefaultSelector()
+for i in range(n):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    s.bind(("127.0.0.1", base + i))
+    s.setblocking(False)
+    sel.register(s, selectors.EVENT_READ, base + i)
+print("ready", flush=True)
+while True:
+    for key, _ in sel.select():
+        data, addr = key.fileobj.recvfrom(65536)
+        key.fileobj.sendto(b"%d|" % key.data + data, addr)
+"""
+
+ALICE_CLIENT = r"""
+import json, selectors, socket, sys, time
+base, n, rounds, proxy, rate = (int(a) for a in sys.argv[1:6])
+sel = selectors.DefaultSelector()
+socks = []
+for i in range(n):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    s.bind(("127.0.0.1", base + i))
+    s.setblocking(False)
+    sel.register(s, selectors.EVENT_READ, base + i)
+    socks.append(s)
+got = {base + i: [] for i in range(n)}
+todo = [(r, i) for r in range(rounds) for i in range(n)]
+gap, start, k = 1.0 / rate, time.monotonic(), 0
+deadline = None
+while True:
+    now = time.monotonic()
+    while k < len(todo) and now >= start + k * gap:
+        r, i = todo[k]
+        socks[i].sendto(b"%d:%d" % (base + i, r), ("127.0.0.1", proxy))
+        k += 1
+    if k == len(todo) and deadline is None:
+        deadline = now + 10
+    if deadline is not None and (now > deadline or sum(map(len, got.values())) == len(todo)):
+        break
+    for key, _ in sel.select(0.005):
+        data, _addr = key.fileobj.recvfrom(65536)
+        got[key.data].append(data.decode())
+print(json.dumps(got))
+"""
+
+
+@pytest.mark.lab
+def test_fifty_mappings_concurrent_flows_never_cross(lab, tmp_path):
+    n, rounds, a0, b0 = 50, 10, 5100, 6100
+    for i in range(n):   # straight to the proxies: 100 CLI runs would only add time
+        request(str(lab.run_dir("alice")), "proxy", "map", local_port=a0 + i, host="bob", remote_port=b0 + i)
+        request(str(lab.run_dir("bob")), "proxy", "map", local_port=b0 + i, host="alice", remote_port=a0 + i)
+    listed = ilnp_map(lab, "alice", "--list")["mappings"]
+    assert {m["local_port"] for m in listed} >= set(range(a0, a0 + n))
+    assert all(m["bound"] for m in listed)
+    (tmp_path / "echo.py").write_text(BOB_ECHO)
+    (tmp_path / "client.py").write_text(ALICE_CLIENT)
+    echo = lab.popen("bob", [sys.executable, str(tmp_path / "echo.py"), str(b0), str(n)],
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert echo.stdout.readline() == b"ready\n"
+        client = lab.exec("alice", [sys.executable, str(tmp_path / "client.py"), str(a0), str(n),
+                                    str(rounds), str(PROXY_PORT), "250"],
+                          capture_output=True, text=True, timeout=60)
+        assert client.returncode == 0, client.stderr
+        got = json.loads(client.stdout)
+    finally:
+        stop(echo)
+    for i in range(n):
+        replies = got[str(a0 + i)]
+        # every reply at alice's port a0+i came from bob's port b0+i and answers a0+i
+        assert all(r.startswith(f"{b0 + i}|{a0 + i}:") for r in replies), (a0 + i, replies)
+        assert sorted(replies) == sorted(f"{b0 + i}|{a0 + i}:{r}" for r in range(rounds)), (a0 + i, replies)
+
+
+def wait_new_proxy(lab, node: str, old_pid: int, timeout: float = 20.0) -> int:
+    def new_pid():
+        try:
+            pid = proxy_status(lab, node)["pid"]
+        except RequestError:
+            return None
+        return pid if pid != old_pid else None
+    return wait_for(new_pid, timeout, f"{node}'s proxy to be restarted")
+
+
+class Sender:
+    """Numbered datagrams into a flow every `gap` seconds, from a thread."""
+
+    def __init__(self, flow: SocatFlow, gap: float = 0.02):
+        self.flow, self.gap, self.seq = flow, gap, 0
+        self.received: list[int] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._send, daemon=True),
+                         threading.Thread(target=self._recv, daemon=True)]
+        for t in self._threads:
+            t.start()
+
+    def _send(self) -> None:
+        while not self._stop.is_set():
+            self.flow.send(b"seq %d" % self.seq)
+            self.seq += 1
+            time.sleep(self.gap)
+
+    def _recv(self) -> None:
+        while not self._stop.is_set():
+            data = self.flow.recv(0.1)
+            if data is not None:
+                self.received.append(int(data.split()[1]))
+
+    def arrived_after(self, seq: int) -> bool:
+        return any(s > seq for s in self.received)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(5)
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("victim", ["alice", "bob"])
+def test_kill_9_of_the_proxy_mid_flow_resumes_without_remapping(lab, victim):
+    a_port, b_port = (5300, 6300) if victim == "alice" else (5301, 6301)
+    map_both(lab, a_port, b_port)
+    flow = SocatFlow(lab, "alice", a_port, "bob", b_port)
+    sender = Sender(flow)
+    try:
+        wait_for(lambda: len(sender.received) >= 10, 10, "the flow to run")
+        old = proxy_status(lab, victim)["pid"]
+        os.kill(old, signal.SIGKILL)
+        killed_at = sender.seq
+        new = wait_new_proxy(lab, victim, old)
+        restarted_at = sender.seq
+        wait_for(lambda: sender.arrived_after(restarted_at), 15,
+                 f"datagrams sent after {victim}'s proxy came back (pid {old} -> {new}) to arrive")
+        assert flow.alive()
+        assert any(s < killed_at for s in sender.received)
+        mapped = {m["local_port"] for m in ilnp_map(lab, victim, "--list")["mappings"]}
+        assert (a_port if victim == "alice" else b_port) in mapped
+    finally:
+        sender.stop()
+        flow.close()
+
+
+@pytest.mark.lab
+def test_mappings_survive_a_restart_of_the_whole_node(lab):
+    map_both(lab, 5400, 6400)
+    before = ilnp_map(lab, "bob", "--list")["mappings"]
+    conf = str(lab.node("bob").supervisord_conf)
+    tool(lab, "bob", "supervisorctl", "-c", conf, "restart", "all", timeout=60)
+    after = ilnp_map(lab, "bob", "--list")["mappings"]
+    key = lambda ms: sorted((m["local_port"], m["remote_host"], m["remote_port"]) for m in ms)  # noqa: E731
+    assert key(after) == key(before) and (6400, "alice", 5400) in key(after)
+    wait_discovered(lab, [("alice", "bob"), ("bob", "alice")])
+    flow = SocatFlow(lab, "alice", 5400, "bob", 6400)
+    try:
+        def through() -> bool:
+            flow.send(b"after restart")
+            return flow.recv(0.3) == b"after restart"
+        wait_for(through, 20, "a datagram through bob's restarted node")
+    finally:
+        flow.close()
