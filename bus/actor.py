@@ -32,6 +32,10 @@ HELLO_RETRY_S = 0.1
 Handler = Callable[[bytes, dict], None]
 
 
+class _Stop(Exception):
+    """Raised by the signal handler to end a poll early on SIGTERM/SIGINT."""
+
+
 def monotonic_ms() -> int:
     return time.monotonic_ns() // 1_000_000
 
@@ -83,6 +87,7 @@ class Actor:
         self._owned: list[tuple[bytes, Callable[[], dict]]] = []
         self._missing = set(requires)
         self._stopping = False
+        self._sleeping = False
         self.status_extra: Callable[[], dict] | None = None
         self.subscribe(topics.HELLO, self._on_hello)
         self._hello_sent_at = 0.0
@@ -257,9 +262,15 @@ class Actor:
             taken += self._serve_request()
         return taken
 
+    def _on_signal(self, _signum, _frame) -> None:
+        self._stopping = True
+        if self._sleeping:
+            raise _Stop  # break out of the poll at once (pyzmq retries it on EINTR)
+
     def run(self) -> None:
-        signal.signal(signal.SIGTERM, lambda *_: self.stop())
-        signal.signal(signal.SIGINT, lambda *_: self.stop())
+        self._sleeping = False
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
         log.info("event=start actor=%s pid=%d", self.name, os.getpid())
         self.publish(topics.HELLO, {})
         self._hello_sent_at = time.monotonic()
@@ -276,11 +287,16 @@ class Actor:
                     timeout = max(0.0, (self._timers[0][0] - time.monotonic()) * 1000)
                 if self._missing:
                     timeout = min(timeout, HELLO_RETRY_S * 1000)
+                self._sleeping = True
                 try:
                     self.poller.poll(timeout)  # sleep until a source is ready; _drain takes it
+                except _Stop:
+                    break
                 except zmq.ZMQError as exc:
                     if exc.errno != getattr(zmq, "EINTR", 4):
                         raise
+                finally:
+                    self._sleeping = False
         finally:
             self.flush()
             log.info("event=stop actor=%s", self.name)

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from bus.client import RequestError, request
+from bus import topics
+from bus.client import BusClient, RequestError, request
 from bus.rundir import NodeNotFound, RunDir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,7 +76,17 @@ class LocalNode:
             wait_for(lambda: RunDir(self.run_dir).read_node_info().get("pid") == proc.pid, 10, "the broker")
         else:
             wait_for(lambda: self.answers(name, proc.pid), 10, f"the {name} actor to answer")
+        if name == "router":
+            self.sync_router()
         return proc
+
+    def sync_router(self) -> None:
+        """Give the router the locators mobility would: it stops saying hello, so a hello
+        from it means a restart and nothing here rebinds ports by accident."""
+        with BusClient(str(self.run_dir), name="mobility") as bus:
+            bus.wait_ready()
+            bus.publish(topics.STATE_LOCATORS, {"cur": [0xA], "joined": [0xA], "leaving": []})
+        wait_for(lambda: self.ask("router", "status")["in_sync"], 5, "the router in sync")
 
     def answers(self, actor: str, pid: int) -> bool:
         try:

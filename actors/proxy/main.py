@@ -85,7 +85,7 @@ class ProxyShell:
         actor.status_extra = lambda: {"core": dict(self.core.counters), "proxy_port": self.core.proxy_port,
                                       "mappings": len(self.core.ports()),
                                       "unbound": sorted(set(self.core.ports()) - self._bound)}
-        pass  # MUTANT
+        self._schedule_bind(0)
 
     # ---- data path ----------------------------------------------------------
     def on_readable(self) -> None:

@@ -9,8 +9,9 @@
     [nodes.alice.set]       # optional overrides, deep-merged last
     locators.schedule = "0:0:0:a"
 
-A node's config is conf, then [defaults], then [nodes.X.set], merged in that order, and
-underlay.interface is forced to the veth inside the namespace.
+A node's config is conf, then [defaults], then [nodes.X.set], merged in that order,
+underlay.interface is forced to the veth inside the namespace, and multicast loopback
+is on only where several nodes share a host (unless the topology sets it).
 """
 from __future__ import annotations
 
@@ -95,7 +96,22 @@ def load_topology(arg: str | Path, repo: Path = REPO_ROOT) -> Topology:
     if not nodes:
         raise LabError(f"topology {path} has no [nodes.NAME] tables")
     specs = tuple(_node_spec(path, name, entry, defaults) for name, entry in nodes.items())
+    _loopback_only_where_shared(specs, defaults, nodes)
     return Topology(path=path, nodes=specs)
+
+
+def _loopback_only_where_shared(specs, defaults: dict, nodes: dict) -> None:
+    """A node alone in its namespace needs no multicast loopback (nobody local to hear
+    it): turning it off saves the kernel a copy of every datagram. Where several nodes
+    share a host it stays on. An explicit setting in the topology wins."""
+    per_host: dict[str, int] = {}
+    for spec in specs:
+        per_host[spec.host] = per_host.get(spec.host, 0) + 1
+    for spec in specs:
+        explicit = ("multicast_loop" in defaults.get("underlay", {})
+                    or "multicast_loop" in nodes[spec.name].get("set", {}).get("underlay", {}))
+        if not explicit:
+            spec.config["underlay"]["multicast_loop"] = per_host[spec.host] > 1
 
 
 def _node_spec(topo: Path, name: str, entry, defaults: dict) -> NodeSpec:
