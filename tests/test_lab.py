@@ -189,9 +189,31 @@ def test_topology_merges_conf_then_defaults_then_set(tmp_path):
     assert alice.config["discovery"]["wait_time"] == 3.0
     assert alice.config["locators"]["schedule"] == "0:0:0:b"          # set beats defaults
     assert bob.config["locators"]["schedule"] == "0:0:0:c"            # defaults beat conf
-    assert alice.config["underlay"] == {"interface": "eth0", "port": 10000}   # forced veth name
+    # forced veth name; loopback on: alice and bob share a host
+    assert alice.config["underlay"] == {"interface": "eth0", "port": 10000, "multicast_loop": True}
     assert (alice.host, bob.host) == ("alice", "alice")
     assert topo.hosts() == ["alice"]
+
+
+def test_multicast_loopback_is_off_only_for_a_node_alone_on_its_host(tmp_path):
+    node_conf(tmp_path, "alice", "ffff:0:0:a")
+    path = tmp_path / "t.toml"
+    path.write_text(textwrap.dedent("""\
+        [nodes.alice]
+        conf = "alice.toml"
+        [nodes.bob]
+        conf = "alice.toml"
+        host = "shared"
+        [nodes.carol]
+        conf = "alice.toml"
+        host = "shared"
+        [nodes.dave]
+        conf = "alice.toml"
+        [nodes.dave.set]
+        underlay.multicast_loop = true
+    """))
+    loops = {n.name: n.config["underlay"]["multicast_loop"] for n in load_topology(path).nodes}
+    assert loops == {"alice": False, "bob": True, "carol": True, "dave": True}
 
 
 @pytest.mark.parametrize("text, words", [
