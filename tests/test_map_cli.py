@@ -55,23 +55,28 @@ class LocalNode:
 
     PROGRAMS = ("broker", "router", "proxy")
 
-    def __init__(self, hostname: str = "alice", nid: str = "ffff:0:0:a", proxy_port: int | None = None):
+    def __init__(self, hostname: str = "alice", nid: str = "ffff:0:0:a", proxy_port: int | None = None,
+                 bind: str = "127.0.0.1"):
         # a short path: ipc:// endpoints are unix sockets (108-byte limit)
         self.run_dir = Path(tempfile.mkdtemp(prefix="ilnpmap"))
         self.proxy_port = proxy_port or free_udp_port()
         self.conf = self.run_dir / "node.toml"
         self.conf.write_text(f'hostname = "{hostname}"\nnid = "{nid}"\n'
                              f'[locators]\nschedule = "0:0:0:a"\n'
-                             f'[proxy]\nport = {self.proxy_port}\nbind = "127.0.0.1"\n')
+                             f'[proxy]\nport = {self.proxy_port}\nbind = "{bind}"\n')
         self.env = {**os.environ, "ILNP_RUN_DIR": str(self.run_dir), "ILNP_CONF": str(self.conf),
                     "PYTHONPATH": str(REPO)}
         self.procs: dict[str, subprocess.Popen] = {}
 
-    def start(self, name: str) -> subprocess.Popen:
+    def spawn(self, name: str) -> subprocess.Popen:
         with open(self.run_dir / f"{name}.log", "ab") as out:
             proc = subprocess.Popen([sys.executable, "-m", "actors.run", name], cwd=REPO, env=self.env,
                                     stdout=out, stderr=subprocess.STDOUT)
         self.procs[name] = proc
+        return proc
+
+    def start(self, name: str) -> subprocess.Popen:
+        proc = self.spawn(name)
         if name == "broker":
             wait_for(lambda: RunDir(self.run_dir).read_node_info().get("pid") == proc.pid, 10, "the broker")
         else:
@@ -312,3 +317,18 @@ def test_a_corrupt_mappings_file_is_set_aside(node):
     assert node.ask("proxy", "list")["mappings"] == []
     assert (node.run_dir / "proxy-mappings.json.bad").read_text() == "{not json"
     assert "event=mappings_corrupt" in node.log("proxy")
+
+
+def test_a_proxy_port_in_use_fails_the_start_with_one_log_line():
+    node = LocalNode()
+    blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        blocker.bind(("127.0.0.1", node.proxy_port))
+        node.start("broker")
+        assert node.spawn("proxy").wait(15) == 1
+        [line] = [ln for ln in node.log("proxy").splitlines() if "event=start_failed" in ln]
+        assert f"cannot bind the proxy port 127.0.0.1:{node.proxy_port}" in line and "in use" in line
+        assert "Traceback" not in node.log("proxy")
+    finally:
+        blocker.close()
+        node.down()

@@ -12,7 +12,7 @@ import pytest
 
 from bus.client import request
 from bus.rundir import RunDir
-from tests.labutil import FAST, lab_name, tool, tool_json, wait_discovered, wait_for, write_topology
+from tests.labutil import FAST, lab_name, tool, tool_json, wait_discovered, write_topology
 from tests.stp_app import App, payload, sizes
 
 pytestmark = pytest.mark.lab

@@ -145,7 +145,7 @@ def test_loopback_oversize_and_unmapped_are_counted_and_logged_once(local):
             a.sendto(bytes(size), ("127.0.0.1", node.proxy_port))
         for _ in range(5):
             stranger.sendto(b"who am i", ("127.0.0.1", node.proxy_port))
-        wait_for(lambda: core_counters(node).get("oversize") == 4 and core_counters(node).get("unmapped") == 5,
+        wait_for(lambda: (core_counters(node).get("oversize"), core_counters(node).get("unmapped")) == (4, 5),
                  5, "the drops counted")
         a.sendto(bytes(MAX_PAYLOAD), ("127.0.0.1", node.proxy_port))   # the largest still goes
         [(_nid, _locs, src, dst, data)] = far.sent(1)
@@ -201,6 +201,26 @@ def test_loopback_fifty_mappings_never_cross(local):
     finally:
         for a in apps:
             a.close()
+
+
+def test_loopback_ipv6_proxy_port():
+    node = LocalNode(bind="::1").up()
+    far = FarSide(node)
+    a = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        a.bind(("::1", 5000))
+        a.settimeout(0.2)
+        far.hosts(["bob", BOB_NID, [LOC_B], 0])
+        assert ok(node.map("5000", "bob", "6000")).startswith("mapped [::1]:5000 -> bob:6000")
+        wait_for(lambda: node.ask("proxy", "list")["mappings"][0]["resolved"], 5, "bob resolved")
+        a.sendto(b"over v6", ("::1", node.proxy_port))
+        assert far.sent(1) == [(BOB_NID, [LOC_B], 5000, 6000, b"over v6")]
+        data, source = recv_retrying(a, lambda: far.deliver(5000, 6000, b"back"))
+        assert data == b"back" and source[:2] == ("::1", node.proxy_port)
+    finally:
+        a.close()
+        far.close()
+        node.down()
 
 
 def test_loopback_unmap_stops_delivery(local):
@@ -332,7 +352,8 @@ class SocatFlow:
         self.send_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         quiet = dict(stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.procs = [
-            lab.popen(dst_node, ["socat", "-u", f"UDP-RECV:{dst_port}", f"UNIX-SENDTO:{self.outlet}"], **quiet),
+            lab.popen(dst_node, ["socat", "-u", f"UDP-RECV:{dst_port}", f"UNIX-SENDTO:{self.outlet}"],
+                      **quiet),
             lab.popen(src_node, ["socat", "-u", f"UNIX-RECV:{self.inlet}",
                                  f"UDP-SENDTO:127.0.0.1:{PROXY_PORT},sourceport={src_port}"], **quiet),
         ]

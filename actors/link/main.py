@@ -69,7 +69,7 @@ class LinkShell:
 
     def on_readable(self) -> int:
         recv, emit, counters = self.sock.recv, self.actor.emit, self.counters
-        emulating = self.emulator.active
+        emulating, mtu = self.emulator.active, self.config.mtu
         for taken in range(DRAIN_LIMIT):
             got = recv()
             if got is None:
@@ -80,6 +80,9 @@ class LinkShell:
             loc, data = got
             if loc is None:
                 counters["rx_unknown_group"] += 1
+                continue
+            if len(data) > mtu:  # the link's MTU holds both ways: bigger is not an overlay frame
+                counters["rx_oversize"] += 1
                 continue
             counters["rx"] += 1
             if emulating:

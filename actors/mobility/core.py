@@ -17,6 +17,12 @@ Decisions worth knowing:
   locator is now one we joined, the router sends there directly, which is shorter. Unlike
   the original (always the old interface), this also works in a hard handoff.
 - The update body names the new set `cur`, not joined: that is what the original sends.
+- Where an update goes: the router's state.sessions says which peers are active but not
+  where they are now (it lists every (loc, NID) used in the last 30 s, sorted, so a peer
+  that moved has several, stale ones included). Discovery's host table (state.hosts, with
+  accepted updates applied) knows: its locators for the peer come first, then the session
+  ones it does not name. The lab showed why: with both nodes mobile, an update sent to a
+  locator the peer had left was retried there until it gave up.
 - Each update carries a fresh sequence number (retries reuse it). It is 32 bits on the
   wire (router destination options), so it wraps and is compared as a serial number
   (RFC 1982). The shell should seed `first_seq` from a wall clock so that a restarted
@@ -175,6 +181,7 @@ class MobilityCore:
         self._handoff_end: int | None = None
         self._next_seq = first_seq % SEQ_MOD
         self._sessions: dict[int, tuple[int, ...]] = {}   # peer NID -> locs, newest first
+        self._hosts: dict[int, tuple[int, ...]] = {}      # peer NID -> locs, host table order
         self._pending: dict[int, _Pending] = {}           # peer NID -> unacked update
         self._seen: dict[int, tuple[bytes | None, int, tuple[int, ...]]] = {}  # NID -> nonce, seq, locs
 
@@ -243,6 +250,33 @@ class MobilityCore:
                 locs.append(loc)
         self._sessions = {nid: tuple(locs) for nid, locs in peers.items()}
 
+    def set_hosts(self, rows) -> None:
+        """Replica of discovery's `state.hosts`: [[hostname, nid, [loc...], age], ...],
+        locators preferred first. Unacknowledged updates to a peer whose locators changed
+        are retried towards the new ones."""
+        hosts: dict[int, tuple[int, ...]] = {}
+        for row in rows or ():
+            try:
+                nid, locs = row[1], row[2]
+                locs = tuple(loc for loc in locs if isinstance(loc, int) and loc != ALL_NODES)
+            except (TypeError, IndexError, KeyError):
+                self.counters["bad_host_entry"] += 1
+                continue
+            if not isinstance(nid, int) or isinstance(nid, bool):
+                self.counters["bad_host_entry"] += 1
+                continue
+            if locs:
+                hosts[nid] = locs
+        for nid, p in self._pending.items():
+            if nid in hosts and hosts[nid] != self._hosts.get(nid):
+                p.dst_locs = self._destination(nid, p.dst_locs, hosts)
+        self._hosts = hosts
+
+    def _destination(self, nid: int, session_locs: tuple[int, ...], hosts=None) -> tuple[int, ...]:
+        """Where an update to `nid` goes: the host table's locators, then the sessions' others."""
+        known = (self._hosts if hosts is None else hosts).get(nid, ())
+        return known + tuple(loc for loc in session_locs if loc not in known)
+
     def receive(self, src_loc: int, src_nid: int, arrival_loc: int, body, opts, now: int) -> list[Action]:
         """A next-header-44 packet from the router (`ilnp.rx.44`)."""
         try:
@@ -306,7 +340,8 @@ class MobilityCore:
             self._pending.clear()
         body = encode_update(self.cur)
         actions: list[Action] = []
-        for nid, locs in self._sessions.items():
+        for nid, session_locs in self._sessions.items():
+            locs = self._destination(nid, session_locs)
             seq = self._next_seq
             self._next_seq = (seq + 1) % SEQ_MOD
             self._pending[nid] = _Pending(seq, locs, body, self.retries, now + self.retry_interval)
@@ -348,6 +383,7 @@ class MobilityCore:
                     return []
             self._seen[src_nid] = (nonce, seq, locs)
         self.counters["updates_accepted"] += 1
+        self._hosts[src_nid] = locs  # discovery's table will say the same shortly
         pending = self._pending.get(src_nid)
         if pending is not None:
             pending.dst_locs = locs  # our own retries follow the peer

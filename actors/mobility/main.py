@@ -2,8 +2,8 @@
 
 Owns the node's locator set (state.locators, also kept on disk so a restart resumes
 where it was), runs the move schedule and moves on command (`move`), sends locator
-updates to the router's active sessions and answers peers' updates (mob.peer for
-discovery, acks back).
+updates to the router's active sessions (where discovery's host table, state.hosts,
+says those peers are now) and answers peers' updates (mob.peer for discovery, acks back).
 """
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ class MobilityShell:
             accept_without_nonce=config.accept_updates_without_nonce, first_seq=first_seq)
         self.timer = CoreTimer(actor, self.core.next_deadline, lambda now: self.apply(self.core.on_timer(now)))
         actor.subscribe(topics.STATE_SESSIONS, self.on_sessions)
+        actor.subscribe(topics.STATE_HOSTS, self.on_hosts)
         actor.subscribe(topics.ilnp_rx(topics.NH_LOCATOR_UPDATE), self.on_rx)
         actor.owns(topics.STATE_LOCATORS, lambda: self.core.locators().body())
         actor.command("locators", self.cmd_locators)
@@ -58,6 +59,9 @@ class MobilityShell:
 
     def on_sessions(self, _topic: bytes, body: dict) -> None:
         self.core.set_sessions(body.get("sessions", []))
+
+    def on_hosts(self, _topic: bytes, body: dict) -> None:
+        self.core.set_hosts(body.get("hosts", []))
 
     def on_rx(self, _topic: bytes, body: dict) -> None:
         now = monotonic_ms()

@@ -58,10 +58,11 @@ class ProxyShell:
         self.run_dir = run
         self.pid = os.getpid()
         self.bind_addr = config.proxy_bind
+        # the socket first: a proxy port in use fails the start before anything else is made
+        self.sock, self.local_host = open_proxy_socket(config.proxy_bind, config.proxy_port)
         self.actor = actor = Actor("proxy", run, requires=(topics.STATE_HOSTS,))
         self.counters = actor.counters
         self.core = ProxyCore(config.proxy_port, config.mtu)
-        self.sock, self.local_host = open_proxy_socket(config.proxy_bind, config.proxy_port)
         self.path = run.path / MAPPINGS_FILE
         self._buf = bytearray(65536)           # any UDP datagram fits; oversize ones are seen whole
         self._view = memoryview(self._buf)
@@ -88,22 +89,25 @@ class ProxyShell:
         self._schedule_bind(0)
 
     # ---- data path ----------------------------------------------------------
-    def on_readable(self) -> None:
+    def on_readable(self) -> int:
+        """Take up to DRAIN_LIMIT datagrams from the proxy socket; returns how many."""
         recv, view, from_local = self.sock.recvfrom_into, self._view, self.core.from_local
         emit, apply = self.actor.emit, self.apply
-        for _ in range(DRAIN_LIMIT):
+        taken = 0
+        for taken in range(DRAIN_LIMIT):
             try:
                 size, addr = recv(view)
             except BlockingIOError:
-                return
+                return taken
             except OSError:
                 self.counters["rx_errors"] += 1
-                return
+                return taken
             for action in from_local(addr[1], view[:size]):
                 if type(action) is SendStp:
                     emit(topics.ILNP_TX, [action.nid, action.locs, topics.NH_STP, action.segment, None, None])
                 else:
                     apply((action,))
+        return DRAIN_LIMIT
 
     def on_stp(self, _topic: bytes, body: dict) -> None:
         from_overlay, apply = self.core.from_overlay, self.apply
@@ -161,16 +165,21 @@ class ProxyShell:
             try:
                 self._bind(port)
             except MappingError:
-                if self.core.get(port) is None:
-                    raise           # a new mapping on a port someone else holds: refuse it
+                if self.core.get(port) is None:   # a new mapping on a port someone else holds
+                    self._conflicts.pop(port, None)
+                    raise
         old = self.core.put(mapping)
         try:
             self._save()
         except OSError as exc:
-            if old is None:
-                self.core.remove(port)
-            else:
+            if old is not None:
                 self.core.put(old)
+            else:
+                self.core.remove(port)
+                if port in self._bound:
+                    self._bound.discard(port)
+                    self._release.add(port)
+                    self._schedule_bind(0)
             raise ValueError(f"cannot save the mappings to {self.path}: {exc.strerror or exc}") from None
         self._subscribe(port)
         if old != mapping:
@@ -313,7 +322,10 @@ class ProxyShell:
             saved = json.loads(raw)
         except ValueError as exc:
             aside = self.path.with_name(self.path.name + ".bad")
-            os.replace(self.path, aside)  # keep it for a person; start empty rather than crash-loop
+            try:
+                os.replace(self.path, aside)  # keep it for a person; start empty, not crash-loop
+            except OSError:
+                aside = "nowhere"
             log.error("event=mappings_corrupt path=%s moved_to=%s error=%r", self.path, aside, str(exc))
             return []
         restored = self.core.restore(saved)
@@ -333,4 +345,9 @@ class ProxyShell:
 
 
 def main(config: NodeConfig, run: RunDir) -> None:
-    ProxyShell(config, run).run()
+    try:
+        shell = ProxyShell(config, run)
+    except OSError as exc:
+        log.error("event=start_failed error=%r", str(exc))
+        raise SystemExit(1) from None
+    shell.run()
