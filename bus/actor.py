@@ -97,6 +97,11 @@ class Actor:
         self._handlers.append((prefix, handler))
         self.sub.setsockopt(zmq.SUBSCRIBE, prefix)
 
+    def unsubscribe(self, prefix: bytes) -> None:
+        """Stop receiving `prefix` (its handlers are dropped too)."""
+        self._handlers = [(p, h) for p, h in self._handlers if p != prefix]
+        self.sub.setsockopt(zmq.UNSUBSCRIBE, prefix)
+
     def command(self, name: str, fn: Callable[..., Any]) -> None:
         """Serve request `name`; fn(**args) returns the result or raises ValueError."""
         self._commands[name] = fn

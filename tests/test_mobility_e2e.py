@@ -3,7 +3,8 @@
 Lab "router": alice (mobile, 0:0:0:a-0:0:0:b-0:0:0:c) - router (a, b, c) - bob (0:0:0:b).
 The 30 s runs are the dissertation's experiment (tools/experiment) at 100 packets/s each
 way with a move every 6 s; the last test forges locator updates on bob's network.
-About 2.5 minutes in all on a 2-core machine.
+About 2.5 minutes in all on a 2-core machine. The last few tests pin, in the mobility
+core, what these runs revealed (no lab).
 """
 from __future__ import annotations
 
@@ -21,8 +22,6 @@ from bus.rundir import RunDir
 from tests.labutil import REPO, lab_name, tool, tool_json, wait_discovered, wait_for
 from tools.experiment import analysis, orchestrate
 from tools.experiment.orchestrate import Params
-
-pytestmark = pytest.mark.lab
 
 RATE, DURATION, MOVE, HANDOFF = 100.0, 30.0, 6.0, 3.0
 FIGURES = ("sent", "received", "lost", "reordered", "duplicated")
@@ -49,6 +48,7 @@ def moves_while_sending(summary: dict, node: str) -> list[dict]:
     return [m for m in summary["moves"] if m["node"] == node and 0 < m["t_s"] < DURATION]
 
 
+@pytest.mark.lab
 def test_soft_handoffs_lose_nothing_either_way(make_lab, tmp_path):
     params = Params(rate=RATE, duration=DURATION, move_time=MOVE, handoff_time=HANDOFF)
     lab = make_lab(nodes=params.node_overrides())
@@ -71,6 +71,7 @@ def test_soft_handoffs_lose_nothing_either_way(make_lab, tmp_path):
         assert (tmp_path / "out" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.lab
 def test_both_nodes_mobile_at_once_lose_nothing(make_lab, tmp_path):
     params = Params(rate=RATE, duration=DURATION, move_time=MOVE, handoff_time=HANDOFF, both_mobile=True)
     lab = make_lab(nodes=params.node_overrides())
@@ -85,6 +86,7 @@ def test_both_nodes_mobile_at_once_lose_nothing(make_lab, tmp_path):
         assert mob.get("updates_unacked", 0) == 0 and mob.get("updates_acked", 0) >= 4, (node, mob)
 
 
+@pytest.mark.lab
 def test_hard_handoff_loss_is_measured_and_reported(tmp_path):
     """The CLI end to end, handoff 0: it exits 0 and its figures agree with the raw CSVs."""
     from tools.lab import Lab
@@ -151,6 +153,7 @@ def forge_update(lab, from_node: str, claimed_nid: str, to_loc: str, to_nid: str
     assert proc.returncode == 0, proc.stderr
 
 
+@pytest.mark.lab
 def test_forged_locator_update_does_not_redirect_a_session(make_lab):
     # bob refuses updates from peers that never showed a nonce (the configurable policy)
     lab = make_lab(nodes={"alice": {"locators": {"handoff_time": 1.0}},

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -57,14 +58,37 @@ def test_every_program_of_each_node_runs(pair):
 
 
 def test_tap_sees_hello_and_state_frames(pair):
-    proc = tool(pair, "alice", "ilnp-tap", "--json", "--hello", "-t", "2", "hello", "state.")
-    frames = [json.loads(line) for line in proc.stdout.splitlines()]
-    topics = {f["topic"] for f in frames}
-    assert {"hello", "state.locators", "state.hosts", "state.sessions"} <= topics
-    locators = next(f["body"] for f in frames if f["topic"] == "state.locators")
-    assert locators["cur"] == [0xA] and locators["a"] == "mobility"
-    hosts = next(f["body"] for f in frames if f["topic"] == "state.hosts")
-    assert "bob" in [row[0] for row in hosts["hosts"]]
+    """The tap attaches without disturbing anyone; --hello makes owners republish their
+    state; an actor that restarts says hello and the owners answer it."""
+    tap = pair.popen("alice", ["ilnp-tap", "--json", "--hello", "-t", "20", "hello", "state."],
+                     stdout=subprocess.PIPE, text=True)
+    frames = []
+
+    def until(predicate, what):
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            line = tap.stdout.readline()
+            if not line:
+                break
+            frames.append(json.loads(line))
+            if predicate(frames[-1]):
+                return frames[-1]
+        raise AssertionError(f"tap never showed {what}; saw {[f['topic'] for f in frames]}")
+
+    try:
+        until(lambda f: {"state.locators", "state.hosts", "state.sessions"} <= {g["topic"] for g in frames},
+              "every owner's state")
+        latest = {f["topic"]: f["body"] for f in frames}
+        locators = {"body": latest["state.locators"]}
+        assert locators["body"]["cur"] == [0xA] and locators["body"]["a"] == "mobility"
+        assert "bob" in [row[0] for row in latest["state.hosts"]["hosts"]]
+        tool(pair, "alice", "supervisorctl", "-c", "supervisord.conf", "restart", "discovery")
+        until(lambda f: f["topic"] == "hello" and f["body"]["a"] == "discovery", "discovery's hello")
+        until(lambda f: f["topic"] == "state.locators" and f["body"]["q"] > locators["body"]["q"],
+              "mobility answering discovery's hello")
+    finally:
+        tap.kill()
+        tap.wait()
 
 
 @pytest.mark.parametrize("victim", ["broker", *ACTORS])

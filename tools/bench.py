@@ -19,6 +19,8 @@ from pathlib import Path
 
 import click
 
+from tools.common import OneLineCommand
+
 from .lab import Lab, LabError
 
 ORIGINAL_LOSSLESS_PPS = 2400  # the original single-process overlay on this kind of machine
@@ -99,7 +101,7 @@ def _best(results: list[dict]) -> float:
     return max((r["rate"] for r in results if r["lossless"]), default=0)
 
 
-@click.command()
+@click.command(cls=OneLineCommand)
 @click.option("--lab", "lab_name", default="bench", show_default=True, help="Lab name to create.")
 @click.option("--rates", default=DEFAULT_RATES, show_default=True, help="Packets/s to try, ascending.")
 @click.option("--duration", type=click.FloatRange(min=0.5), default=5.0, show_default=True,

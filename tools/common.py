@@ -47,6 +47,32 @@ def one_line_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+class OneLineCommand(click.Command):
+    """A click command whose every error, usage errors included, is one line on stderr."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        prog = prog_name or self.name
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            _say(prog, f"{exc.format_message()} (see --help)")
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            _say(prog, exc.format_message())
+            sys.exit(exc.exit_code)
+        except (click.Abort, KeyboardInterrupt):
+            sys.exit(130)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _say(prog: str, message: str) -> None:
+    click.echo(f"{prog}: {' '.join(str(message).split())}", err=True)
+
+
 def print_json(value: Any) -> None:
     click.echo(json.dumps(value, default=_json_default, sort_keys=True))
 

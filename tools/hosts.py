@@ -5,10 +5,10 @@ import click
 
 from actors.addr import format64
 
-from .common import ask, json_option, node, one_line_errors, print_json, run_dir_option
+from .common import OneLineCommand, ask, json_option, node, one_line_errors, print_json, run_dir_option
 
 
-@click.command()
+@click.command(cls=OneLineCommand)
 @run_dir_option
 @json_option
 @one_line_errors

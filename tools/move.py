@@ -10,10 +10,10 @@ import click
 
 from actors.addr import AddressError, parse_locator_set
 
-from .common import ask, json_option, node, one_line_errors, print_json, run_dir_option
+from .common import OneLineCommand, ask, json_option, node, one_line_errors, print_json, run_dir_option
 
 
-@click.command()
+@click.command(cls=OneLineCommand)
 @click.argument("locators")
 @run_dir_option
 @json_option

@@ -11,7 +11,7 @@ import click
 from actors.echo.main import ECHO_PORT
 from actors.stp.api import HostNotFound, StpSocket, StpSocketError
 
-from .common import json_option, node, one_line_errors, print_json, run_dir_option
+from .common import OneLineCommand, json_option, node, one_line_errors, print_json, run_dir_option
 
 _PROBE = struct.Struct(">IQ")  # sequence, send time (ns)
 
@@ -29,7 +29,7 @@ def wait_for_host(sock: StpSocket, host: str, timeout: float) -> None:
             time.sleep(0.05)
 
 
-@click.command()
+@click.command(cls=OneLineCommand)
 @click.argument("host")
 @click.option("-c", "--count", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("-i", "--interval", type=click.FloatRange(min=0.001), default=1.0, show_default=True,

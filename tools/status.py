@@ -6,10 +6,10 @@ import click
 from actors.run import ACTORS
 from bus.client import RequestError, request
 
-from .common import json_option, node, one_line_errors, print_json, run_dir_option
+from .common import OneLineCommand, json_option, node, one_line_errors, print_json, run_dir_option
 
 
-@click.command()
+@click.command(cls=OneLineCommand)
 @run_dir_option
 @json_option
 @one_line_errors
@@ -31,7 +31,8 @@ def main(run_dir, as_json):
         if "error" in status:
             click.echo(f"{actor:10} DOWN  {status['error']}")
             continue
-        counters = " ".join(f"{k}={v}" for k, v in sorted(status.get("counters", {}).items()))
+        merged = {**status.get("counters", {}), **status.get("core", {})}
+        counters = " ".join(f"{k}={v}" for k, v in sorted(merged.items()))
         click.echo(f"{actor:10} pid {status['pid']:<7} up {status['uptime_s']:>8.1f}s  {counters}")
 
 

@@ -14,7 +14,7 @@ import click
 from actors.addr import format64
 from bus.client import BusClient, RequestError
 
-from .common import json_option, node, one_line_errors, run_dir_option
+from .common import OneLineCommand, json_option, node, one_line_errors, run_dir_option
 
 def _describe_item(topic: bytes, item) -> str:
     if topic.startswith(b"link.") and isinstance(item, list) and len(item) == 2:
@@ -82,7 +82,7 @@ def _jsonable(value):
     return value
 
 
-@click.command()
+@click.command(cls=OneLineCommand)
 @click.argument("prefixes", nargs=-1)
 @run_dir_option
 @json_option

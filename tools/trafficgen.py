@@ -24,6 +24,8 @@ import time
 
 import click
 
+from tools.common import OneLineCommand
+
 from actors.addr import format64
 from actors.stp.api import HostNotFound, StpSocket, StpSocketError
 
@@ -219,7 +221,7 @@ def run(port, rate: float, duration: float, size: int, tally: Tally, idle_stop: 
     return sent, start_ns
 
 
-@click.command()
+@click.command(cls=OneLineCommand)
 @click.option("--local-port", type=click.IntRange(0, 65535), default=0, help="STP port to bind (0: any).")
 @click.option("--peer", default=None, help="Hostname to send to (none: receive only).")
 @click.option("--peer-port", type=click.IntRange(0, 65535), default=0)

@@ -15,7 +15,6 @@ import os
 import socket
 import time
 
-import zmq
 
 from bus import topics
 from bus.actor import DRAIN_LIMIT, Actor
@@ -70,7 +69,6 @@ class ProxyShell:
         self._conflicts: dict[int, str] = {}    # port -> why the router refused it
         self._release: set[int] = set()         # unmapped ports the router did not hear about yet
         self._subscribed: set[int] = set()      # ports with a live SUB subscription
-        self._handled: set[int] = set()         # ports whose handler is registered (never removed)
         self._bind_pending = False
         self._retry_s = RETRY_FIRST_S
         self._last_log: dict[str, float] = {}
@@ -298,16 +296,12 @@ class ProxyShell:
         if port in self._subscribed:
             return
         self._subscribed.add(port)
-        if port in self._handled:   # mapped before: the handler is still registered
-            self.actor.sub.setsockopt(zmq.SUBSCRIBE, topics.stp_rx(port))
-        else:
-            self._handled.add(port)
-            self.actor.subscribe(topics.stp_rx(port), self.on_stp)
+        self.actor.subscribe(topics.stp_rx(port), self.on_stp)
 
     def _unsubscribe(self, port: int) -> None:
         if port in self._subscribed:
             self._subscribed.discard(port)
-            self.actor.sub.setsockopt(zmq.UNSUBSCRIBE, topics.stp_rx(port))
+            self.actor.unsubscribe(topics.stp_rx(port))
 
     # ---- the mappings file --------------------------------------------------------
     def _load(self) -> list[Mapping]:
