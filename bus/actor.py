@@ -27,6 +27,7 @@ log = logging.getLogger("actor")
 HWM = 50_000
 DRAIN_LIMIT = 128  # frames or datagrams taken from one source before looking at others
 HELLO_RETRY_S = 0.1
+_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)  # plain ints: no enum wrapping per packet
 
 
 Handler = Callable[[bytes, dict], None]
@@ -111,7 +112,7 @@ class Actor:
         self._owned.append((topic, snapshot))
 
     def add_reader(self, fileobj, callback: Callable[[], int | None]) -> None:
-        """callback() reads what is ready without blocking and returns how many items."""
+        """callback() reads what is ready without blocking (the loop polls for it)."""
         fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
         self._readers[fd] = callback
         self.poller.register(fd, zmq.POLLIN)
@@ -246,26 +247,17 @@ class Actor:
                 self.counters["timer_errors"] += 1
                 log.exception("event=timer_error actor=%s", self.name)
 
-    def _drain(self) -> int:
-        """Take what is ready from every source without blocking; returns how much.
-
-        Under load the loop goes round on this alone, without a poll system call per
-        packet; sources never ready cost one failed non-blocking read each.
-        """
+    def _drain_sub(self) -> None:
+        """Take up to DRAIN_LIMIT frames; the first is there (poll said so)."""
         sub, dispatch = self.sub, self._dispatch
-        taken = 0
         for _ in range(DRAIN_LIMIT):
             try:
                 parts = sub.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
-                break
+                return
             dispatch(parts)
-            taken += 1
-        for callback in self._readers.values():
-            taken += callback() or 0
-        if self.ctl is not None:
-            taken += self._serve_request()
-        return taken
+            if not sub.getsockopt(_EVENTS) & _POLLIN:  # cheaper than raising Again
+                return
 
     def _on_signal(self, _signum, _frame) -> None:
         self._stopping = True
@@ -279,29 +271,43 @@ class Actor:
         log.info("event=start actor=%s pid=%d", self.name, os.getpid())
         self.publish(topics.HELLO, {})
         self._hello_sent_at = time.monotonic()
+        sub, ctl, readers, poll = self.sub, self.ctl, self._readers, self.poller.poll
+        busy = False
         try:
             while not self._stopping:
                 self._say_hello_if_needed()
-                worked = self._drain()
-                self._run_timers()
-                self.flush()
-                if worked:
-                    continue
-                timeout = 1000.0
+                if busy:
+                    ready = poll(0)  # under load: no sleep, just see what is ready
+                else:
+                    timeout = 1000.0
+                    if self._timers:
+                        timeout = max(0.0, (self._timers[0][0] - time.monotonic()) * 1000)
+                    if self._missing:
+                        timeout = min(timeout, HELLO_RETRY_S * 1000)
+                    self._sleeping = True
+                    try:
+                        ready = poll(timeout)
+                    except _Stop:
+                        break
+                    except zmq.ZMQError as exc:
+                        if exc.errno != getattr(zmq, "EINTR", 4):
+                            raise
+                        ready = []
+                    finally:
+                        self._sleeping = False
+                busy = bool(ready)
+                for sock, _ in ready:
+                    if sock is sub:
+                        self._drain_sub()
+                    elif sock is ctl:
+                        self._serve_request()
+                    else:
+                        callback = readers.get(sock)
+                        if callback is not None:
+                            callback()
                 if self._timers:
-                    timeout = max(0.0, (self._timers[0][0] - time.monotonic()) * 1000)
-                if self._missing:
-                    timeout = min(timeout, HELLO_RETRY_S * 1000)
-                self._sleeping = True
-                try:
-                    self.poller.poll(timeout)  # sleep until a source is ready; _drain takes it
-                except _Stop:
-                    break
-                except zmq.ZMQError as exc:
-                    if exc.errno != getattr(zmq, "EINTR", 4):
-                        raise
-                finally:
-                    self._sleeping = False
+                    self._run_timers()
+                self.flush()
         finally:
             self.flush()
             log.info("event=stop actor=%s", self.name)
