@@ -1,10 +1,11 @@
 """What every node tool shares: finding the node, one-line errors, JSON output."""
 from __future__ import annotations
 
-import functools
 import json
+import os
 import sys
-from typing import Any, Callable
+import traceback
+from typing import Any
 
 import click
 
@@ -32,44 +33,44 @@ def ask(run: RunDir, actor: str, cmd: str, timeout: float = 3.0, **args: Any) ->
         raise click.ClickException(str(exc)) from None
 
 
-def one_line_errors(fn: Callable) -> Callable:
-    """Turn unexpected exceptions of a tool into one line and exit status 1."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
-            raise
-        except KeyboardInterrupt:
-            sys.exit(130)
-        except Exception as exc:  # a tool never prints a traceback at a user
-            raise click.ClickException(f"{exc.__class__.__name__}: {exc}") from None
-    return wrapper
+def run_cli(cli: click.Command, prog: str, argv: list[str] | None = None,
+            expected: tuple[type[Exception], ...] = ()) -> int:
+    """Run a click command; return its exit code. Every error is one line on stderr
+    (usage errors too), never a traceback (ILNP_DEBUG=1 shows one for a bug)."""
+    try:
+        rv = cli.main(args=argv, prog_name=prog, standalone_mode=False)
+        return rv if isinstance(rv, int) else 0
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.UsageError as exc:
+        say(prog, f"{exc.format_message()} (see --help)")
+        return exc.exit_code
+    except click.ClickException as exc:
+        say(prog, exc.format_message())
+        return exc.exit_code or 1
+    except expected as exc:
+        say(prog, str(exc))
+        return 1
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        say(prog, "interrupted")
+        return 130
+    except Exception as exc:  # a bug: still one line unless asked for more
+        if os.environ.get("ILNP_DEBUG"):
+            traceback.print_exc()
+        say(prog, f"internal error: {type(exc).__name__}: {exc}")
+        return 1
 
 
 class OneLineCommand(click.Command):
-    """A click command whose every error, usage errors included, is one line on stderr."""
+    """A click command run through run_cli: every error is one line on stderr."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
-        prog = prog_name or self.name
-        try:
-            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except click.exceptions.Exit as exc:
-            sys.exit(exc.exit_code)
-        except click.UsageError as exc:
-            _say(prog, f"{exc.format_message()} (see --help)")
-            sys.exit(exc.exit_code)
-        except click.ClickException as exc:
-            _say(prog, exc.format_message())
-            sys.exit(exc.exit_code)
-        except (click.Abort, KeyboardInterrupt):
-            sys.exit(130)
-        sys.exit(rv if isinstance(rv, int) else 0)
+        sys.exit(run_cli(self, prog_name or self.name, args))
 
 
-def _say(prog: str, message: str) -> None:
+def say(prog: str, message: str) -> None:
     click.echo(f"{prog}: {' '.join(str(message).split())}", err=True)
 
 

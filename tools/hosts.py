@@ -5,13 +5,12 @@ import click
 
 from actors.addr import format64
 
-from .common import OneLineCommand, ask, json_option, node, one_line_errors, print_json, run_dir_option
+from .common import OneLineCommand, ask, json_option, node, print_json, run_dir_option
 
 
 @click.command(cls=OneLineCommand)
 @run_dir_option
 @json_option
-@one_line_errors
 def main(run_dir, as_json):
     """List the hosts the node has discovered."""
     rows = ask(node(run_dir), "discovery", "hosts")

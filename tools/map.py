@@ -10,16 +10,14 @@ receives from it. Every error is one line on stderr and a non-zero exit.
 """
 from __future__ import annotations
 
-import os
 import sys
-import traceback
 
 import click
 
 from bus.client import RequestError, request
 from bus.rundir import NodeNotFound, find_run_dir
 
-from .common import json_option, print_json, run_dir_option
+from .common import json_option, print_json, run_cli, run_dir_option
 
 PROG = "ilnp-map"
 
@@ -118,26 +116,7 @@ def loopback(result: dict) -> str:
 
 def run(argv: list[str] | None = None) -> int:
     """The CLI as a function: the exit code; every error one line on stderr."""
-    try:
-        rv = cli.main(args=argv, prog_name=PROG, standalone_mode=False)
-        return rv if isinstance(rv, int) else 0
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.ClickException as exc:
-        error(exc.format_message())
-        return exc.exit_code or 1
-    except (click.exceptions.Abort, KeyboardInterrupt):
-        error("interrupted")
-        return 130
-    except Exception as exc:  # a bug: still one line unless asked for more
-        if os.environ.get("ILNP_DEBUG"):
-            traceback.print_exc()
-        error(f"internal error: {type(exc).__name__}: {exc}")
-        return 1
-
-
-def error(message: str) -> None:
-    click.echo(f"{PROG}: {' '.join(str(message).split())}", err=True)
+    return run_cli(cli, PROG, argv)
 
 
 def main() -> None:

@@ -10,14 +10,13 @@ import click
 
 from actors.addr import AddressError, parse_locator_set
 
-from .common import OneLineCommand, ask, json_option, node, one_line_errors, print_json, run_dir_option
+from .common import OneLineCommand, ask, json_option, node, print_json, run_dir_option
 
 
 @click.command(cls=OneLineCommand)
 @click.argument("locators")
 @run_dir_option
 @json_option
-@one_line_errors
 def main(locators, run_dir, as_json):
     """Move the node to LOCATORS (e.g. 0:0:0:b or 0:0:0:b,0:0:0:c)."""
     try:

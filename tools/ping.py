@@ -11,7 +11,7 @@ import click
 from actors.echo.main import ECHO_PORT
 from actors.stp.api import HostNotFound, StpSocket, StpSocketError
 
-from .common import OneLineCommand, json_option, node, one_line_errors, print_json, run_dir_option
+from .common import OneLineCommand, json_option, node, print_json, run_dir_option
 
 _PROBE = struct.Struct(">IQ")  # sequence, send time (ns)
 
@@ -42,7 +42,6 @@ def wait_for_host(sock: StpSocket, host: str, timeout: float) -> None:
               help="Seconds to wait for HOST to be discovered.")
 @run_dir_option
 @json_option
-@one_line_errors
 def main(host, count, interval, size, wait_s, resolve_timeout, run_dir, as_json):
     """Ping HOST over the overlay (its echo actor) and print round-trip times."""
     run = node(run_dir)

@@ -6,13 +6,12 @@ import click
 from actors.run import ACTORS
 from bus.client import RequestError, request
 
-from .common import OneLineCommand, json_option, node, one_line_errors, print_json, run_dir_option
+from .common import OneLineCommand, json_option, node, print_json, run_dir_option
 
 
 @click.command(cls=OneLineCommand)
 @run_dir_option
 @json_option
-@one_line_errors
 def main(run_dir, as_json):
     """Show the status and counters of each actor of the node."""
     run = node(run_dir)

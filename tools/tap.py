@@ -14,7 +14,7 @@ import click
 from actors.addr import format64
 from bus.client import BusClient, RequestError
 
-from .common import OneLineCommand, json_option, node, one_line_errors, run_dir_option
+from .common import OneLineCommand, json_option, node, run_dir_option
 
 def _describe_item(topic: bytes, item) -> str:
     if topic.startswith(b"link.") and isinstance(item, list) and len(item) == 2:
@@ -91,7 +91,6 @@ def _jsonable(value):
               help="Stop after S seconds (also when nothing arrives).")
 @click.option("--hello", is_flag=True,
               help="Say hello after attaching, so every state owner republishes its state now.")
-@one_line_errors
 def main(prefixes, run_dir, as_json, count, timeout, hello):
     """Print every bus frame of a running node (or those whose topic starts with PREFIXES)."""
     run = node(run_dir)

@@ -6,18 +6,17 @@
     ilnp-lab down
 
 Every error is one line on stderr and a non-zero exit, never a traceback
-(ILNP_LAB_DEBUG=1 shows the traceback of an unexpected error).
+(ILNP_DEBUG=1 shows the traceback of an unexpected error).
 """
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
-import traceback
 
 import click
 
+from ..common import run_cli
 from .errors import LabError
 from .lab import Lab, require_root
 
@@ -120,29 +119,7 @@ def down(ctx):
 
 def run(argv: list[str] | None = None) -> int:
     """The CLI as a function: returns the exit code, prints errors as one line."""
-    try:
-        rv = cli.main(args=argv, prog_name=PROG, standalone_mode=False)
-        return rv if isinstance(rv, int) else 0
-    except click.exceptions.Exit as e:
-        return e.exit_code
-    except click.ClickException as e:
-        _error(e.format_message())
-        return e.exit_code or 1
-    except LabError as e:
-        _error(str(e))
-        return 1
-    except (click.exceptions.Abort, KeyboardInterrupt):
-        _error("interrupted")
-        return 130
-    except Exception as e:   # a bug: still one line unless asked for more
-        if os.environ.get("ILNP_LAB_DEBUG"):
-            traceback.print_exc()
-        _error(f"internal error: {type(e).__name__}: {e}")
-        return 1
-
-
-def _error(message: str) -> None:
-    click.echo(f"{PROG}: {' '.join(str(message).split())}", err=True)
+    return run_cli(cli, PROG, argv, expected=(LabError,))
 
 
 def main() -> None:
