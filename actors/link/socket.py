@@ -8,8 +8,20 @@ from ..addr import multicast_group
 
 IPV6_MULTICAST_ALL = getattr(socket, "IPV6_MULTICAST_ALL", 29)  # Linux; not in every Python
 _PKTINFO = struct.Struct("16sI")
-RCVBUF = 8 * 1024 * 1024
+BUFFER = 16 * 1024 * 1024
 OWN = (None, b"")  # what recv() returns for our own looped-back transmission
+
+
+def set_buffer(sock: socket.socket, opt: int, force_opt: int) -> None:
+    """A deep socket buffer absorbs bursts while the actor is descheduled: as root ask
+    for it past net.core.rmem_max (…FORCE), else take what the limit allows."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, force_opt, BUFFER)
+    except OSError:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, opt, BUFFER)
+        except OSError:
+            pass
 
 
 def interface_addresses(interface: str) -> set[str]:
@@ -44,21 +56,14 @@ class UnderlaySocket:
         sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, opt, RCVBUF)
-            except OSError:
-                pass
+        set_buffer(sock, socket.SO_RCVBUF, getattr(socket, "SO_RCVBUFFORCE", 33))
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
         sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
         sock.bind(("::", port))
         sock.setblocking(False)
         self.sock = sock
         tx = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-        try:
-            tx.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, RCVBUF)
-        except OSError:
-            pass
+        set_buffer(tx, socket.SO_SNDBUF, getattr(socket, "SO_SNDBUFFORCE", 32))
         tx.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, self.ifindex)
         tx.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
         # Other nodes on this host hear us only through loopback; a node alone on its
