@@ -20,6 +20,7 @@ import zmq
 
 from . import topics
 from .codec import FrameError, pack, unpack
+from .direct import DirectOut, bind_inbox
 from .rundir import RunDir
 
 log = logging.getLogger("actor")
@@ -63,8 +64,11 @@ class Actor:
         self.sub.setsockopt(zmq.RCVHWM, HWM)
         self.sub.setsockopt(zmq.LINGER, 0)
         self.sub.connect(self.run_dir.bus_out)
+        self.inbox = bind_inbox(self._ctx, self.run_dir, name)
+        self.direct = DirectOut(self._ctx, self.run_dir)
         self.poller = zmq.Poller()
         self.poller.register(self.sub, zmq.POLLIN)
+        self.poller.register(self.inbox, zmq.POLLIN)
         self.ctl = None
         if serve_requests:
             path = self.run_dir.ctl_path(name)
@@ -95,13 +99,17 @@ class Actor:
 
     # ---- wiring -------------------------------------------------------------
     def subscribe(self, prefix: bytes, handler: Handler) -> None:
+        """Handle frames whose topic starts with `prefix`. Data topics arrive in our
+        inbox (their publishers push them here), the rest through the broker."""
         self._handlers.append((prefix, handler))
-        self.sub.setsockopt(zmq.SUBSCRIBE, prefix)
+        if not topics.is_direct(prefix):
+            self.sub.setsockopt(zmq.SUBSCRIBE, prefix)
 
     def unsubscribe(self, prefix: bytes) -> None:
         """Stop receiving `prefix` (its handlers are dropped too)."""
         self._handlers = [(p, h) for p, h in self._handlers if p != prefix]
-        self.sub.setsockopt(zmq.UNSUBSCRIBE, prefix)
+        if not topics.is_direct(prefix):
+            self.sub.setsockopt(zmq.UNSUBSCRIBE, prefix)
 
     def command(self, name: str, fn: Callable[..., Any]) -> None:
         """Serve request `name`; fn(**args) returns the result or raises ValueError."""
@@ -135,8 +143,13 @@ class Actor:
         self._seq[topic] = q
         body["a"] = self.name
         body["q"] = q
-        self.pub.send_multipart((topic, pack(body)))  # copying beats zero-copy bookkeeping at these sizes
+        frame = pack(body)
+        # Copying beats zero-copy bookkeeping at these sizes. The broker copy costs
+        # nothing unless someone (the tap) subscribes to the topic.
+        self.pub.send_multipart((topic, frame))
         self.counters["frames_out"] += 1
+        if topics.is_direct(topic) and self.direct.send(topic, frame) is False:
+            self.counters["direct_drops"] += len(body.get("p", ())) or 1
 
     def emit(self, topic: bytes, item: Any) -> None:
         """Queue one data item; all items of a topic leave as one frame per loop pass."""
@@ -247,9 +260,9 @@ class Actor:
                 self.counters["timer_errors"] += 1
                 log.exception("event=timer_error actor=%s", self.name)
 
-    def _drain_sub(self) -> None:
+    def _drain_sub(self, sub: zmq.Socket) -> None:
         """Take up to DRAIN_LIMIT frames; the first is there (poll said so)."""
-        sub, dispatch = self.sub, self._dispatch
+        dispatch = self._dispatch
         for _ in range(DRAIN_LIMIT):
             try:
                 parts = sub.recv_multipart(zmq.NOBLOCK)
@@ -271,7 +284,7 @@ class Actor:
         log.info("event=start actor=%s pid=%d", self.name, os.getpid())
         self.publish(topics.HELLO, {})
         self._hello_sent_at = time.monotonic()
-        sub, ctl, readers, poll = self.sub, self.ctl, self._readers, self.poller.poll
+        sub, inbox, ctl, readers, poll = self.sub, self.inbox, self.ctl, self._readers, self.poller.poll
         busy = False
         try:
             while not self._stopping:
@@ -297,8 +310,8 @@ class Actor:
                         self._sleeping = False
                 busy = bool(ready)
                 for sock, _ in ready:
-                    if sock is sub:
-                        self._drain_sub()
+                    if sock is inbox or sock is sub:
+                        self._drain_sub(sock)
                     elif sock is ctl:
                         self._serve_request()
                     else:
@@ -314,9 +327,14 @@ class Actor:
             self.close()
 
     def close(self) -> None:
-        for sock in (self.pub, self.sub, self.ctl):
+        self.direct.close()
+        for sock in (self.pub, self.sub, self.inbox, self.ctl):
             if sock is not None:
                 sock.close()
+        try:
+            self.run_dir.inbox_path(self.name).unlink()
+        except FileNotFoundError:
+            pass
         if self.ctl is not None:
             try:
                 self.run_dir.ctl_path(self.name).unlink()

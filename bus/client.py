@@ -1,6 +1,8 @@
 """Talking to a running node from outside its actors: requests and bus attachment."""
 from __future__ import annotations
 
+import math
+import os
 import time
 from collections import deque
 from typing import Any, Iterator
@@ -9,6 +11,7 @@ import zmq
 
 from . import topics
 from .codec import FrameError, pack, unpack
+from .direct import DirectOut, bind_inbox
 from .rundir import RunDir, find_run_dir
 
 DEFAULT_TIMEOUT = 3.0
@@ -59,7 +62,7 @@ class BusClient:
         self.run = run if isinstance(run, RunDir) else find_run_dir(run)
         if not self.run.broker_running():
             raise RequestError(f"node not running at {self.run.path}")
-        self.name = f"{name}.{id(self):x}"
+        self.name = f"{name}.{os.getpid()}.{id(self):x}"
         ctx = zmq.Context.instance()
         self.pub = ctx.socket(zmq.PUB)
         self.pub.setsockopt(zmq.SNDHWM, 50_000)
@@ -69,15 +72,26 @@ class BusClient:
         self.sub.setsockopt(zmq.RCVHWM, 50_000)
         self.sub.setsockopt(zmq.LINGER, 0)
         self.sub.connect(self.run.bus_out)
+        # data frames for us (e.g. our STP port) are pushed here, not sent via the broker
+        self.inbox = bind_inbox(ctx, self.run, self.name)
+        self.inbox_endpoint = self.run.inbox(self.name)
+        self.direct = DirectOut(ctx, self.run)
+        self.poller = zmq.Poller()
+        self.poller.register(self.sub, zmq.POLLIN)
+        self.poller.register(self.inbox, zmq.POLLIN)
+        self.direct_drops = 0
         self._seq: dict[bytes, int] = {}
         self._last_seen: dict[tuple[str, bytes], int] = {}
         self._subscribed: set[bytes] = set()
         self._held: deque = deque()  # frames received while waiting for our hello
         self.gaps = 0
 
-    def subscribe(self, prefix: bytes) -> None:
+    def subscribe(self, prefix: bytes, direct: bool = False) -> None:
+        """Receive `prefix` through the broker, or (direct=True, for a data topic routed
+        to our inbox, e.g. our STP port) only in our inbox."""
         self._subscribed.add(prefix)
-        self.sub.setsockopt(zmq.SUBSCRIBE, prefix)
+        if not direct:
+            self.sub.setsockopt(zmq.SUBSCRIBE, prefix)
 
     def unsubscribe(self, prefix: bytes) -> None:
         self._subscribed.discard(prefix)
@@ -91,7 +105,10 @@ class BusClient:
         self._seq[topic] = q
         body["a"] = self.name
         body["q"] = q
-        self.pub.send_multipart((topic, pack(body)))
+        frame = pack(body)
+        self.pub.send_multipart((topic, frame))
+        if topics.is_direct(topic) and self.direct.send(topic, frame) is False:
+            self.direct_drops += len(body.get("p", ())) or 1
 
     def wait_ready(self, timeout: float = 5.0) -> None:
         """Say hello until it comes back; frames that arrive meanwhile are kept for recv()."""
@@ -103,9 +120,9 @@ class BusClient:
                 self.publish(topics.HELLO, {})
                 end = min(deadline, time.monotonic() + 0.1)
                 while (left := end - time.monotonic()) > 0:
-                    if not self.sub.poll(left * 1000):
+                    if not self.sub.poll(math.ceil(left * 1000)):
                         break
-                    topic, body = self._recv_raw()
+                    topic, body = self._recv_raw(self.sub)
                     if body is None:
                         continue
                     if topic == topics.HELLO and body.get("a") == self.name:
@@ -117,8 +134,8 @@ class BusClient:
                 self.sub.setsockopt(zmq.UNSUBSCRIBE, topics.HELLO)
         raise RequestError(f"bus of the node at {self.run.path} does not answer")
 
-    def _recv_raw(self) -> tuple[bytes, dict | None]:
-        parts = self.sub.recv_multipart()
+    def _recv_raw(self, sock: zmq.Socket) -> tuple[bytes, dict | None]:
+        parts = sock.recv_multipart()
         if len(parts) != 2:
             return b"", None
         try:
@@ -140,20 +157,29 @@ class BusClient:
             return self._held.popleft()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            wait = None if deadline is None else max(0.0, deadline - time.monotonic()) * 1000
-            if not self.sub.poll(wait):
+            # whole milliseconds, rounded up: pyzmq truncates, and poll(0.9) would spin
+            wait = None if deadline is None else math.ceil(max(0.0, deadline - time.monotonic()) * 1000)
+            ready = self.poller.poll(wait)
+            if not ready:
                 return None
-            topic, body = self._recv_raw()
-            if body is not None:
-                return topic, body
+            for sock, _ in ready:  # the inbox first: data waits on nothing else
+                topic, body = self._recv_raw(sock)
+                if body is not None:
+                    return topic, body
 
     def frames(self, timeout: float | None = None) -> Iterator[tuple[bytes, dict]]:
         while (frame := self.recv(timeout)) is not None:
             yield frame
 
     def close(self) -> None:
+        self.direct.close()
         self.pub.close()
         self.sub.close()
+        self.inbox.close()
+        try:
+            self.run.inbox_path(self.name).unlink()
+        except FileNotFoundError:
+            pass
 
     def __enter__(self) -> "BusClient":
         return self

@@ -42,6 +42,13 @@ class RunDir:
     def ctl(self, actor: str) -> str:
         return f"ipc://{self.ctl_path(actor)}"
 
+    def inbox_path(self, name: str) -> Path:
+        return self.path / f"in-{name}.sock"
+
+    def inbox(self, name: str) -> str:
+        """Where an actor (or application) receives its data frames directly."""
+        return f"ipc://{self.inbox_path(name)}"
+
     @property
     def node_json(self) -> Path:
         return self.path / "node.json"

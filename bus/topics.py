@@ -18,6 +18,26 @@ NH_DISCOVERY = 43
 NH_LOCATOR_UPDATE = 44
 
 
+# Data topics travel straight from publisher to consumer (PUSH to the consumer's
+# inbox), not through the broker: a broker hop costs as much CPU as the consumer's
+# own receive. They are published to the broker too, where they cost nothing unless
+# someone (ilnp-tap) subscribes.
+DIRECT_PREFIXES = (LINK_RX, LINK_TX, ILNP_TX, ILNP_RX)
+
+# The fixed consumer of each data topic; STP ports are routed at bind time.
+_CONSUMERS = {LINK_RX: "router", LINK_TX: "link", ILNP_TX: "router",
+              b"ilnp.rx.43": "discovery", b"ilnp.rx.44": "mobility"}
+
+
+def is_direct(topic: bytes) -> bool:
+    return topic.startswith(DIRECT_PREFIXES)
+
+
+def consumer(topic: bytes) -> str | None:
+    """The actor whose inbox receives this data topic (None: routed at run time)."""
+    return _CONSUMERS.get(topic)
+
+
 def ilnp_rx(next_header: int) -> bytes:
     """Upper-layer delivery topic for one next header (not STP)."""
     return b"ilnp.rx.%d" % next_header

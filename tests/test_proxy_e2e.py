@@ -26,6 +26,7 @@ import pytest
 from actors.stp.wire import decode, encode
 from bus import topics
 from bus.client import BusClient, RequestError, request
+from bus.rundir import RunDir
 from tests.labutil import is_root, lab_name, tool, wait_discovered, wait_for, write_topology
 from tests.test_map_cli import LocalNode, ok
 
@@ -63,7 +64,9 @@ class FarSide:
         return out
 
     def deliver(self, port: int, src_port: int, data: bytes) -> None:
+        """As the router does: push the segment to the inbox of whoever bound the port."""
         item = [LOC_B, BOB_NID, LOC_A, ALICE_NID, LOC_A, encode(src_port, port, data), None]
+        self.bus.direct.route(topics.stp_rx(port), RunDir(self.node.run_dir).inbox("proxy"))
         self.bus.publish(topics.stp_rx(port), {"p": [item]})
 
     def close(self) -> None:

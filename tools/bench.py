@@ -47,11 +47,12 @@ def _wait_discovered(lab: Lab, node: str, host: str, timeout: float = 20.0) -> N
     raise click.ClickException(f"{node} did not discover {host} within {timeout:g}s")
 
 
-def _run_pair(lab: Lab, rate: float, duration: float, size: int, raw: bool) -> dict:
+def _run_pair(lab: Lab, rate: float, duration: float, size: int, raw: bool, tick: float) -> dict:
     """One measurement: receiver on bob, sender on alice. Returns the figures."""
     gen = [sys.executable, "-m", "tools.trafficgen", "--size", str(size)]
     recv_args = gen + ["--duration", str(duration + 3), "--idle-stop", "1.0"]
-    send_args = gen + ["--rate", str(rate), "--duration", str(duration), "--idle-stop", "0.05"]
+    send_args = gen + ["--rate", str(rate), "--duration", str(duration), "--idle-stop", "0.05",
+                       "--tick", str(tick)]
     if raw:
         recv_args += ["--raw", "eth0"]
         send_args += ["--raw", "eth0", "--peer", "raw"]
@@ -83,10 +84,11 @@ def _run_pair(lab: Lab, rate: float, duration: float, size: int, raw: bool) -> d
             "latency_p50_ms": got.get("latency_p50_ms"), "latency_p99_ms": got.get("latency_p99_ms")}
 
 
-def _sweep(lab: Lab, rates: list[float], duration: float, size: int, raw: bool, log) -> list[dict]:
+def _sweep(lab: Lab, rates: list[float], duration: float, size: int, raw: bool, tick: float,
+           log) -> list[dict]:
     results, misses = [], 0
     for rate in rates:
-        r = _run_pair(lab, rate, duration, size, raw)
+        r = _run_pair(lab, rate, duration, size, raw, tick)
         results.append(r)
         log(f"  {r['path']:8} {rate:>8.0f}/s  sent {r['sent']:>7}  lost {r['lost']:>6}  "
             f"reordered {r['reordered']:>4}  dup {r['duplicated']:>3}  "
@@ -109,9 +111,11 @@ def _best(results: list[dict]) -> float:
 @click.option("--size", type=click.IntRange(16, 1396), default=1396, show_default=True,
               help="STP payload bytes (1396 fills the 1440-byte MTU).")
 @click.option("--ping-count", type=click.IntRange(min=0), default=200, show_default=True)
+@click.option("--tick", type=click.FloatRange(min=0), default=0.001, show_default=True,
+              help="The sender writes what is due every TICK seconds as one burst (0: each packet alone).")
 @click.option("--no-underlay", is_flag=True, help="Skip the raw underlay baseline.")
 @click.option("--json", "json_path", default=None, help="Also write the figures to this file.")
-def main(lab_name, rates, duration, size, ping_count, no_underlay, json_path):
+def main(lab_name, rates, duration, size, ping_count, tick, no_underlay, json_path):
     """Measure the overlay's lossless rate and latency alice -> router -> bob."""
     try:
         rate_list = [float(r) for r in rates.split(",") if r.strip()]
@@ -129,12 +133,13 @@ def main(lab_name, rates, duration, size, ping_count, no_underlay, json_path):
         try:
             _wait_discovered(lab, "alice", "bob")
             _wait_discovered(lab, "bob", "alice")
-            report = {"size": size, "duration_s": duration, "original_lossless_pps": ORIGINAL_LOSSLESS_PPS}
+            report = {"size": size, "duration_s": duration, "tick_s": tick,
+                      "original_lossless_pps": ORIGINAL_LOSSLESS_PPS}
             if not no_underlay:
                 log("underlay (plain UDP multicast alice -> bob on the same bridge):")
-                report["underlay"] = _sweep(lab, rate_list, duration, size, True, log)
+                report["underlay"] = _sweep(lab, rate_list, duration, size, True, tick, log)
             log("overlay (STP alice -> router -> bob):")
-            report["overlay"] = _sweep(lab, rate_list, duration, size, False, log)
+            report["overlay"] = _sweep(lab, rate_list, duration, size, False, tick, log)
             if ping_count:
                 proc = lab.exec("alice", ["ilnp-ping", "bob", "-c", str(ping_count), "-i", "0.01", "--json"],
                                 capture_output=True, text=True, timeout=ping_count * 0.01 + 30)

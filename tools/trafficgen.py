@@ -179,7 +179,7 @@ class RawPort:
 
 
 def run(port, rate: float, duration: float, size: int, tally: Tally, idle_stop: float,
-        progress: bool) -> tuple[int, int]:
+        progress: bool, tick: float = 0.0) -> tuple[int, int]:
     """Send at `rate` for `duration` while receiving; then receive until idle.
     Returns (sent, wall ns when sending started)."""
     pad = b"\x00" * (size - HEAD.size)
@@ -193,14 +193,17 @@ def run(port, rate: float, duration: float, size: int, tally: Tally, idle_stop: 
         now = time.monotonic()
         if now >= end:
             break
-        due = int((now - t0) * rate) - sent if rate else 0
+        elapsed = now - t0
+        if tick:  # an application that writes what is due every tick, as one burst
+            elapsed -= elapsed % tick
+        due = int(elapsed * rate) - sent if rate else 0
         if due > 0:
             batch = [pack(seq, time.time_ns()) + pad for seq in range(sent, sent + min(due, 256))]
             port.send(batch)
             sent += len(batch)
             wait = 0.0
         else:
-            wait = min(end - now, 1.0 / rate if rate else 0.05)
+            wait = min(end - now, (tick - (now - t0) % tick) if tick else (1.0 / rate if rate else 0.05))
         got = port.receive(wait)
         if got:
             now_ns = time.time_ns()
@@ -226,6 +229,8 @@ def run(port, rate: float, duration: float, size: int, tally: Tally, idle_stop: 
 @click.option("--peer", default=None, help="Hostname to send to (none: receive only).")
 @click.option("--peer-port", type=click.IntRange(0, 65535), default=0)
 @click.option("--rate", type=click.FloatRange(min=0), default=100.0, show_default=True, help="Packets/s.")
+@click.option("--tick", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Send what is due every TICK seconds as one burst (0: each packet when due).")
 @click.option("--duration", type=click.FloatRange(min=0), default=5.0, show_default=True, help="Seconds.")
 @click.option("--size", type=click.IntRange(HEAD.size, 1396), default=1396, show_default=True,
               help="Payload bytes.")
@@ -238,7 +243,7 @@ def run(port, rate: float, duration: float, size: int, tally: Tally, idle_stop: 
 @click.option("--resolve-timeout", type=click.FloatRange(min=0), default=10.0)
 @click.option("--wait-go", is_flag=True, help="After printing ready, wait for a line on stdin before sending.")
 def main(local_port, peer, peer_port, rate, duration, size, idle_stop, csv_path, raw_iface, progress,
-         resolve_timeout, wait_go):
+         resolve_timeout, wait_go, tick):
     """Send and receive sequence-numbered packets; print a JSON summary."""
     try:
         port = (RawPort(raw_iface, send=bool(peer)) if raw_iface
@@ -250,7 +255,7 @@ def main(local_port, peer, peer_port, rate, duration, size, idle_stop, csv_path,
     try:
         if wait_go:
             sys.stdin.readline()
-        sent, start_ns = run(port, rate if peer else 0, duration, size, tally, idle_stop, progress)
+        sent, start_ns = run(port, rate if peer else 0, duration, size, tally, idle_stop, progress, tick)
     finally:
         port.close()
         tally.close()

@@ -27,7 +27,8 @@ class EchoShell:
     def bind(self) -> None:
         """Bind port 7 with the router; retried until the router answers."""
         try:
-            request(self.run, "router", "bind", port=ECHO_PORT, pid=os.getpid(), timeout=1.0)
+            request(self.run, "router", "bind", port=ECHO_PORT, pid=os.getpid(),
+                    inbox=self.run.inbox("echo"), timeout=1.0)
             self.bound = True
             log.info("event=bound port=%d", ECHO_PORT)
         except RequestError as exc:

@@ -222,7 +222,8 @@ class ProxyShell:
         """Bind `port` with the router: True if bound, False if the router did not answer,
         MappingError if it refused (another live process holds the port)."""
         try:
-            request(self.run_dir, "router", "bind", port=port, pid=self.pid, timeout=ROUTER_TIMEOUT_S)
+            request(self.run_dir, "router", "bind", port=port, pid=self.pid,
+                    inbox=self.run_dir.inbox("proxy"), timeout=ROUTER_TIMEOUT_S)
         except RequestError as exc:
             message = str(exc)
             if message.startswith("router: "):     # the router answered: a refusal

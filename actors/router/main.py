@@ -34,6 +34,7 @@ class RouterShell:
             echo_window_ms=0,  # the link drops our own looped-back transmissions already
             is_owner_alive=lambda owner: pid_alive(int(owner)))
         self.sessions: list = []
+        self.inboxes: dict[int, str] = {}  # STP port -> the binder's inbox endpoint
         self.timer = CoreTimer(actor, self.core.next_deadline,
                                lambda now: self.apply(self.core.on_timer(now)))
         self._last_refused_log = 0.0
@@ -110,33 +111,41 @@ class RouterShell:
         return [[format64(loc), format64(iface), None if exp is None else exp - now]
                 for loc, iface, exp in self.core.routes(now)]
 
-    def cmd_bind(self, port: int, pid: int) -> int:
+    def cmd_bind(self, port: int, pid: int, inbox: str | None = None) -> int:
+        """Bind an STP port for process `pid`; its segments are pushed to `inbox`."""
         try:
             bound = self.core.bind(port, int(pid))
         except BindError as exc:
             raise ValueError(str(exc)) from None
+        if inbox:
+            self.inboxes[bound] = inbox
+            self.actor.direct.route(topics.stp_rx(bound), inbox)
         self._save_ports()
         return bound
 
     def cmd_unbind(self, port: int) -> bool:
         released = self.core.unbind(port)
+        if self.inboxes.pop(port, None):
+            self.actor.direct.unroute(topics.stp_rx(port))
         self._save_ports()
         return released
 
     def _load_ports(self) -> None:
+        """Bindings of a previous incarnation whose owners still live: {port: [pid, inbox]}."""
         try:
             saved = json.loads((self.run.path / PORTS_FILE).read_text())
         except (OSError, ValueError):
             return
-        for port, pid in saved.items():
+        for port, entry in saved.items():
+            pid, inbox = (entry, None) if isinstance(entry, int) else (entry[0], entry[1])
             if pid_alive(int(pid)):
                 try:
-                    self.core.bind(int(port), int(pid))
-                except BindError:
+                    self.cmd_bind(int(port), int(pid), inbox)
+                except ValueError:
                     pass
 
     def _save_ports(self) -> None:
-        data = {str(p): o for p, o in self.core.bindings().items()}
+        data = {str(p): [o, self.inboxes.get(p)] for p, o in self.core.bindings().items()}
         write_atomic(self.run.path / PORTS_FILE, json.dumps(data).encode())
 
 

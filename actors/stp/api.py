@@ -53,12 +53,19 @@ class StpSocket:
     def __init__(self, port: int = 0, run_dir: str | RunDir | None = None, timeout: float = 5.0):
         try:
             self.run = run_dir if isinstance(run_dir, RunDir) else find_run_dir(run_dir)
-            self.port = request(self.run, "router", "bind", port=port, pid=os.getpid(), timeout=timeout)
+            self.bus = BusClient(self.run, name=f"stp{port}")
         except (RequestError, RuntimeError) as exc:
             raise StpSocketError(str(exc)) from None
+        self.port = None
+        try:
+            # the router pushes our port's segments straight into our inbox
+            self.port = request(self.run, "router", "bind", port=port, pid=os.getpid(),
+                                inbox=self.bus.inbox_endpoint, timeout=timeout)
+        except RequestError as exc:
+            self.bus.close()
+            raise StpSocketError(str(exc)) from None
         self.hosts = HostReplica()
-        self.bus = BusClient(self.run, name=f"stp{self.port}")
-        self.bus.subscribe(topics.stp_rx(self.port))
+        self.bus.subscribe(topics.stp_rx(self.port), direct=True)
         self.bus.subscribe(topics.STATE_HOSTS)
         self._inbox: deque = deque()
         self.dropped_malformed = 0
@@ -132,12 +139,13 @@ class StpSocket:
 
     # ---- lifetime -----------------------------------------------------------
     def close(self) -> None:
-        try:
-            request(self.run, "router", "unbind", port=self.port, timeout=1.0)
-        except RequestError:
-            pass  # the router reclaims a dead owner's port anyway
-        if hasattr(self, "bus"):
-            self.bus.close()
+        if self.port is not None:
+            try:
+                request(self.run, "router", "unbind", port=self.port, timeout=1.0)
+            except RequestError:
+                pass  # the router reclaims a dead owner's port anyway
+            self.port = None
+        self.bus.close()
 
     def __enter__(self) -> "StpSocket":
         return self
