@@ -73,6 +73,6 @@ def test_core_answers_the_captured_update_like_bob_did():
     bob.start(0)
     src_loc, src_nid, _, _ = fields(README_UPDATE)
     out = bob.receive(src_loc, src_nid, B, README_UPDATE[HEADER:], None, 0)
-    assert out == [PeerMoved(ALICE, (B,)), Transmit(ALICE, (B,), B, README_ACK[HEADER:], None)]
+    assert out == [PeerMoved(ALICE, (B,), B), Transmit(ALICE, (B,), B, README_ACK[HEADER:], None)]
     ack_src_loc, ack_src_nid, ack_dst_loc, ack_dst_nid = fields(README_ACK)
     assert (out[1].via, out[1].dst_locs[0], out[1].dst_nid) == (ack_src_loc, ack_dst_loc, ack_dst_nid)

@@ -282,7 +282,7 @@ def receiver(**kw):
 def test_accepted_update_moves_the_peer_and_acks_to_first_new_locator_via_arrival():
     m = receiver()
     out = m.receive(A, BOB, B, encode_update([C, D]), opts(7), 100)
-    assert out == [PeerMoved(BOB, (C, D)), Transmit(BOB, (C,), B, ACK, 7)]
+    assert out == [PeerMoved(BOB, (C, D), B), Transmit(BOB, (C,), B, ACK, 7)]
     assert out[1].opts == {"seq": 7}
     assert m.counters["updates_accepted"] == 1
 
@@ -296,7 +296,7 @@ def test_update_with_bad_nonce_is_dropped():
 def test_update_without_nonce_accepted_by_default():
     m = receiver()
     out = m.receive(A, BOB, B, encode_update([C]), None, 100)
-    assert out == [PeerMoved(BOB, (C,)), Transmit(BOB, (C,), B, ACK, None)]
+    assert out == [PeerMoved(BOB, (C,), B), Transmit(BOB, (C,), B, ACK, None)]
     assert out[1].opts is None
     assert m.counters["update_no_nonce_accepted"] == 1
 
@@ -327,7 +327,7 @@ def test_replayed_update_is_refused_and_not_acked():
 def test_replay_check_survives_wrap_around():
     m = receiver()
     m.receive(A, BOB, B, encode_update([C]), opts(2**32 - 1), 100)
-    assert m.receive(A, BOB, B, encode_update([D]), opts(0), 200)[0] == PeerMoved(BOB, (D,))
+    assert m.receive(A, BOB, B, encode_update([D]), opts(0), 200)[0] == PeerMoved(BOB, (D,), B)
     assert m.receive(A, BOB, B, encode_update([A]), opts(2**32 - 5), 300) == []
     assert m.counters["update_replay"] == 1
 
@@ -345,14 +345,14 @@ def test_a_new_nonce_starts_a_new_sequence_space():
     m = receiver()
     m.receive(A, BOB, B, encode_update([C]), opts(500, nonce=b"old" * 4), 100)
     out = m.receive(A, BOB, B, encode_update([D]), opts(1, nonce=b"new" * 4), 200)
-    assert out[0] == PeerMoved(BOB, (D,))
+    assert out[0] == PeerMoved(BOB, (D,), B)
 
 
 def test_sequence_numbers_are_per_peer():
     m = receiver()
     m.receive(A, BOB, B, encode_update([C]), opts(9), 100)
     out = m.receive(A, CAROL, B, encode_update([D]), opts(1), 100)
-    assert out[0] == PeerMoved(CAROL, (D,))
+    assert out[0] == PeerMoved(CAROL, (D,), B)
 
 
 @pytest.mark.parametrize("body, opts_, counter", [
@@ -388,7 +388,7 @@ def test_peer_moved_only_for_accepted_updates():
     ]
     moved_ = [a for body, o in inputs for a in m.receive(A, BOB, B, body, o, 0)
               if isinstance(a, PeerMoved)]
-    assert moved_ == [PeerMoved(BOB, (C,))]
+    assert moved_ == [PeerMoved(BOB, (C,), B)]
 
 
 def test_bad_session_entries_are_counted_and_skipped():

@@ -594,3 +594,26 @@ def test_full_size_data_to_an_ext_peer_goes_plain_when_the_nonce_does_not_fit():
     assert core.counters["nonce_no_room"] == 1 and core.counters["oversize"] == 0
     small = core.send(peer, [0xA], 42, b"\x00\x02\x00\x01hi", None, None, 2)
     assert w.decode(small[0].datagram).next_header == 60  # the nonce rides on the next small one
+
+
+def test_a_route_is_learned_for_a_locator_we_are_leaving_so_the_handoff_end_leaves_no_gap():
+    """alice holds a and b (leaving b); bob speaks from b, heard on b: once b is dropped,
+    alice still needs a route to b through the router on a (she learns it from the
+    router's copy on a), not a gap until bob speaks again."""
+    from actors.router import wire as w
+    alice = RouterCore(0xFFFF00000000000A)
+    alice.set_locators([0xA, 0xB], [0xB], 0)
+    bob = 0xFFFF00000000000B
+    via_router = w.encode(0xB, bob, 0xA, alice.nid, 43, b"", 2)
+    alice.receive(0xA, via_router, 1)  # forwarded by the router onto a
+    alice.set_locators([0xA], [], 2)   # the handoff ends
+    assert (0xB, 0xA) in [(loc, iface) for loc, iface, _ in alice.routes(3)]
+
+
+def test_an_accepted_update_is_a_route_hint_for_the_new_locators():
+    alice = RouterCore(0xFFFF00000000000A)
+    alice.set_locators([0xA], [], 0)
+    alice.route_hint([0xC], 0xA, 10)
+    assert (0xC, 0xA) in [(loc, iface) for loc, iface, _ in alice.routes(11)]
+    alice.route_hint([0xD], 0xB, 10)   # not an interface of ours: ignored
+    assert 0xD not in [loc for loc, _, _ in alice.routes(11)]

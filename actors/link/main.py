@@ -56,7 +56,7 @@ class LinkShell:
                 if send(loc, datagram):
                     counters["tx"] += 1
                 else:
-                    counters["tx_not_joined"] += 1
+                    counters["tx_not_joined"] += 1  # sent all the same
             except OSError:
                 counters["tx_errors"] += 1
 

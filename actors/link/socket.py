@@ -117,6 +117,9 @@ class UnderlaySocket:
     def send(self, loc: int, datagram: bytes) -> bool:
         dest = self.joined.get(loc)
         if dest is None:
+            # Left a moment ago (the router had not heard yet): membership only governs
+            # receiving, so the frame still goes out; the caller counts it.
+            self.tx.sendto(datagram, (multicast_group(loc, self.tag), self.port, 0, self.ifindex))
             return False
         self.tx.sendto(datagram, dest)
         return True

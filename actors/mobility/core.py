@@ -92,9 +92,10 @@ class PeerMoved:
     """Publish `mob.peer`: an accepted locator update (discovery rewrites its host table)."""
     nid: int
     locs: tuple[int, ...]
+    via: int | None = None  # the interface the update arrived on: the new locators are reachable there
 
     def body(self) -> dict:
-        return {"nid": self.nid, "locs": list(self.locs)}
+        return {"nid": self.nid, "locs": list(self.locs), "via": self.via}
 
 
 Action = PublishLocators | Transmit | PeerMoved
@@ -387,7 +388,7 @@ class MobilityCore:
         pending = self._pending.get(src_nid)
         if pending is not None:
             pending.dst_locs = locs  # our own retries follow the peer
-        return [PeerMoved(src_nid, locs), ack]
+        return [PeerMoved(src_nid, locs, arrival_loc), ack]
 
     def _on_ack(self, src_nid, seq, nonce_ok) -> list[Action]:
         self.counters["acks_in"] += 1

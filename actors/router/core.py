@@ -124,10 +124,23 @@ class RouterCore:
         self._current = self._joined - self._leaving
         self._flood_to = tuple(sorted(self._current))
         for loc, iface in list(self._route_iface.items()):
-            if iface not in self._joined or loc in self._joined:
+            if iface not in self._joined or loc in self._current:
                 del self._route_iface[loc]
                 del self._route_expires[loc]
         return []
+
+    def route_hint(self, locs, via: int, now: int) -> None:
+        """An accepted locator update arrived on `via`: its new locators are reachable
+        there (the ack goes that way too), before any data from them has taught us so.
+        Only for locators we have no live route for."""
+        if via not in self._current:
+            return
+        for loc in locs:
+            if loc in self._joined or loc == ALL_NODES:
+                continue
+            if loc in self._route_iface and self._route_expires[loc] > now:
+                continue
+            self._learn(loc, via, now)
 
     # --- receive -------------------------------------------------------------------
 
@@ -146,7 +159,10 @@ class RouterCore:
         if vtf >> 28 == 6:
             self._ext.add(src_nid)
         joined = self._joined
-        if src_loc not in joined and arrival_loc in joined and src_loc != ALL_NODES:
+        # Learn also source locators we are only leaving: once the handoff ends we need
+        # a route to them (the peer may still be there), not a gap until it speaks again.
+        if (src_loc not in self._current and src_loc != arrival_loc and arrival_loc in joined
+                and src_loc != ALL_NODES):
             self._learn(src_loc, arrival_loc, now)
         if dst_nid == self.nid or dst_loc == ALL_NODES:
             return self._arrive(arrival_loc, datagram, now, nh, hop,

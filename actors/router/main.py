@@ -42,6 +42,7 @@ class RouterShell:
         actor.subscribe(topics.LINK_RX, self.on_link_rx)
         actor.subscribe(topics.ILNP_TX, self.on_tx)
         actor.subscribe(topics.STATE_LOCATORS, self.on_locators)
+        actor.subscribe(topics.MOB_PEER, self.on_peer_moved)
         actor.owns(topics.STATE_SESSIONS, lambda: {"sessions": self.sessions})
         actor.command("sessions", self.cmd_sessions)
         actor.command("routes", self.cmd_routes)
@@ -101,6 +102,12 @@ class RouterShell:
     # ---- state -------------------------------------------------------------
     def on_locators(self, _topic: bytes, body: dict) -> None:
         self.apply(self.core.set_locators(body.get("joined", []), body.get("leaving", []), monotonic_ms()))
+
+    def on_peer_moved(self, _topic: bytes, body: dict) -> None:
+        via = body.get("via")
+        if isinstance(via, int):
+            self.core.route_hint(body.get("locs", ()), via, monotonic_ms())
+            self.timer.arm()
 
     # ---- requests -----------------------------------------------------------
     def cmd_sessions(self) -> list:
