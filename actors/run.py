@@ -28,6 +28,19 @@ def setup_logging(name: str) -> None:
         format=f"%(asctime)s %(levelname)s {name} %(message)s")
 
 
+def batch_scheduling() -> None:
+    """SCHED_BATCH: the kernel stops preempting others the moment a datagram or frame
+    wakes us, so we wake a little later to more work: bigger batches, fewer context
+    switches, with no timer (and no lower priority: batch only affects wakeups).
+    Threads started later (zmq's I/O thread) inherit it. ILNP_SCHED_BATCH=0 turns it off."""
+    if os.environ.get("ILNP_SCHED_BATCH", "1") == "0" or not hasattr(os, "SCHED_BATCH"):
+        return
+    try:
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    except OSError:
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1 or argv[0] not in ACTORS:
@@ -35,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     name = argv[0]
     setup_logging(name)
+    batch_scheduling()
     run_dir = os.environ.get(RUN_DIR_ENV)
     if not run_dir:
         print(f"ilnp-actor: {RUN_DIR_ENV} is not set", file=sys.stderr)

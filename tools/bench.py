@@ -24,7 +24,7 @@ from tools.common import OneLineCommand
 from .lab import Lab, LabError
 
 ORIGINAL_LOSSLESS_PPS = 2400  # the original single-process overlay on this kind of machine
-DEFAULT_RATES = "2000,5000,10000,15000,20000,25000,30000,40000"
+DEFAULT_RATES = "5000,10000,15000,20000,25000,30000,35000,40000,50000,60000"
 RECV_PORT = 5000
 
 

@@ -27,6 +27,7 @@ import click
 from tools.common import OneLineCommand
 
 from actors.addr import format64
+from actors.run import batch_scheduling
 from actors.stp.api import HostNotFound, StpSocket, StpSocketError
 
 HEAD = struct.Struct(">QQ")
@@ -245,6 +246,7 @@ def run(port, rate: float, duration: float, size: int, tally: Tally, idle_stop: 
 def main(local_port, peer, peer_port, rate, duration, size, idle_stop, csv_path, raw_iface, progress,
          resolve_timeout, wait_go, tick):
     """Send and receive sequence-numbered packets; print a JSON summary."""
+    batch_scheduling()  # like the node's actors (and the same for the raw baseline)
     try:
         port = (RawPort(raw_iface, send=bool(peer)) if raw_iface
                 else OverlayPort(local_port, peer, peer_port, resolve_timeout))
