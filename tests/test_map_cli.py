@@ -19,6 +19,7 @@ import pytest
 from bus import topics
 from bus.client import BusClient, RequestError, request
 from bus.rundir import NodeNotFound, RunDir
+from tests.labutil import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,17 +28,6 @@ def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_for(condition, timeout: float, what: str, interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def map_cli(*argv: str, env: dict | None = None) -> subprocess.CompletedProcess:
