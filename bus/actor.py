@@ -10,6 +10,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import math
 import os
 import signal
 import time
@@ -284,47 +285,52 @@ class Actor:
         log.info("event=start actor=%s pid=%d", self.name, os.getpid())
         self.publish(topics.HELLO, {})
         self._hello_sent_at = time.monotonic()
-        sub, inbox, ctl, readers, poll = self.sub, self.inbox, self.ctl, self._readers, self.poller.poll
-        busy = False
         try:
-            while not self._stopping:
-                self._say_hello_if_needed()
-                if busy:
-                    ready = poll(0)  # under load: no sleep, just see what is ready
-                else:
-                    timeout = 1000.0
-                    if self._timers:
-                        timeout = max(0.0, (self._timers[0][0] - time.monotonic()) * 1000)
-                    if self._missing:
-                        timeout = min(timeout, HELLO_RETRY_S * 1000)
-                    self._sleeping = True
-                    try:
-                        ready = poll(timeout)
-                    except _Stop:
-                        break
-                    except zmq.ZMQError as exc:
-                        if exc.errno != getattr(zmq, "EINTR", 4):
-                            raise
-                        ready = []
-                    finally:
-                        self._sleeping = False
-                busy = bool(ready)
-                for sock, _ in ready:
-                    if sock is inbox or sock is sub:
-                        self._drain_sub(sock)
-                    elif sock is ctl:
-                        self._serve_request()
-                    else:
-                        callback = readers.get(sock)
-                        if callback is not None:
-                            callback()
-                if self._timers:
-                    self._run_timers()
-                self.flush()
+            self._loop()
+        except _Stop:
+            pass  # SIGTERM landed just as a poll returned: stop all the same
         finally:
             self.flush()
             log.info("event=stop actor=%s", self.name)
             self.close()
+
+    def _loop(self) -> None:
+        sub, inbox, ctl, readers, poll = self.sub, self.inbox, self.ctl, self._readers, self.poller.poll
+        busy = False
+        while not self._stopping:
+            self._say_hello_if_needed()
+            if busy:
+                ready = poll(0)  # under load: no sleep, just see what is ready
+            else:
+                timeout = 1000
+                if self._timers:  # whole ms, rounded up: pyzmq truncates, 0.9 would spin
+                    timeout = math.ceil(max(0.0, (self._timers[0][0] - time.monotonic()) * 1000))
+                if self._missing:
+                    timeout = min(timeout, int(HELLO_RETRY_S * 1000))
+                self._sleeping = True
+                try:
+                    ready = poll(timeout)
+                except _Stop:
+                    break
+                except zmq.ZMQError as exc:
+                    if exc.errno != getattr(zmq, "EINTR", 4):
+                        raise
+                    ready = []
+                finally:
+                    self._sleeping = False
+            busy = bool(ready)
+            for sock, _ in ready:
+                if sock is inbox or sock is sub:
+                    self._drain_sub(sock)
+                elif sock is ctl:
+                    self._serve_request()
+                else:
+                    callback = readers.get(sock)
+                    if callback is not None:
+                        callback()
+            if self._timers:
+                self._run_timers()
+            self.flush()
 
     def close(self) -> None:
         self.direct.close()

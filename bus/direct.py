@@ -14,7 +14,8 @@ import zmq
 from . import topics
 from .rundir import RunDir
 
-HWM = 50_000
+HWM = 50_000        # inbox: frames waiting to be read
+PUSH_HWM = 2_000    # per consumer: a dead consumer must not grow our memory
 
 
 def bind_inbox(ctx: zmq.Context, run: RunDir, name: str) -> zmq.Socket:
@@ -65,7 +66,7 @@ class DirectOut:
         sock = self._socks.get(endpoint)
         if sock is None:
             sock = self.ctx.socket(zmq.PUSH)
-            sock.setsockopt(zmq.SNDHWM, HWM)
+            sock.setsockopt(zmq.SNDHWM, PUSH_HWM)
             sock.setsockopt(zmq.LINGER, 200)
             sock.connect(endpoint)
             self._socks[endpoint] = sock

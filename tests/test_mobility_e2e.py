@@ -19,7 +19,7 @@ from actors.addr import format64, parse64
 from actors.config import load_config
 from bus.client import request
 from bus.rundir import RunDir
-from tests.labutil import REPO, lab_name, tool, tool_json, wait_discovered, wait_for
+from tests.labutil import REPO, lab_name, tool_json, wait_discovered, wait_for
 from tools.experiment import analysis, orchestrate
 from tools.experiment.orchestrate import Params
 
@@ -215,7 +215,7 @@ def test_forged_locator_update_does_not_redirect_a_session(make_lab):
 def _moved_core(sessions, hosts_rows):
     from actors.mobility.core import MobilityCore, Transmit
 
-    a, b, c = 0xA, 0xB, 0xC
+    a, b = 0xA, 0xB
     core = MobilityCore(0xFFFF_0000_0000_0001, [[a], [b]], 60000, 2000)
     core.start(0)
     core.set_sessions(sessions)
