@@ -338,3 +338,17 @@ def test_hosts_rows_sorted_with_locators_newest_first():
 def test_constructor_rejects_bad_config(hostname, wait):
     with pytest.raises(ValueError):
         DiscoveryCore(hostname, ME, wait, random.Random(1))
+
+
+def test_solicit_now_solicits_on_every_active_locator_at_most_once_a_second():
+    """After a router restart (empty forwarding table) the answers re-teach the paths."""
+    import random
+    from actors.discovery.core import DiscoveryCore, Transmit
+    from actors.discovery import wire
+    core = DiscoveryCore("alice", 0xFFFF00000000000A, 30_000, random.Random(1))
+    core.set_locators([0xA, 0xB, 0xC], [0xC], 0)
+    out = core.solicit_now(5000)
+    assert [(a.via_loc, wire.decode(a.body).solicitation) for a in out] == [(0xA, True), (0xB, True)]
+    assert all(isinstance(a, Transmit) for a in out)
+    assert core.solicit_now(5500) == []
+    assert len(core.solicit_now(6000)) == 2

@@ -617,3 +617,24 @@ def test_an_accepted_update_is_a_route_hint_for_the_new_locators():
     assert (0xC, 0xA) in [(loc, iface) for loc, iface, _ in alice.routes(11)]
     alice.route_hint([0xD], 0xB, 10)   # not an interface of ours: ignored
     assert 0xD not in [loc for loc, _, _ in alice.routes(11)]
+
+
+def test_peer_state_survives_a_restart_of_the_router():
+    """A restarted router keeps its nonce towards a peer and the peer's nonce: the peer
+    still accepts our updates, and a forged update is still refused."""
+    from actors.router import wire as w
+    first = RouterCore(0xFFFF00000000000A, rng_bytes=lambda n: b"\x01" * n)
+    first.set_locators([0xA], [], 0)
+    peer = 0xFFFF00000000000B
+    theirs = w.encode(0xA, peer, 0xA, first.nid, 60, w.encode_destopts(44, b"\x07" * 12, 1) + b"\x00", 3)
+    first.receive(0xA, theirs, 0)
+    ours = first.send(peer, [0xA], 44, b"\x00", None, None, 1)[0].datagram
+    again = RouterCore(0xFFFF00000000000A, rng_bytes=lambda n: b"\x02" * n)  # a new incarnation
+    again.set_locators([0xA], [], 0)
+    again.restore_peer_state(first.peer_state())
+    assert again.send(peer, [0xA], 44, b"\x00", None, None, 1)[0].datagram == ours  # same nonce
+    forged = w.encode(0xA, peer, 0xA, first.nid, 60, w.encode_destopts(44, b"\x09" * 12, 2) + b"\x01" + bytes(8), 3)
+    delivered = [a for a in again.receive(0xA, forged, 2) if hasattr(a, "item")]
+    assert delivered and delivered[0].item[6]["nonce_ok"] is False
+    again.restore_peer_state({"ext": ["x"]})
+    assert again.counters["bad_peer_state"] == 1

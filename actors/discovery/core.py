@@ -59,6 +59,7 @@ class DiscoveryCore:
         self._joined: set[int] = set()
         self._active: list[int] = []  # joined and not leaving, in the caller's order
         self._solicit_at: dict[int, int] = {}  # active loc -> next solicitation due
+        self._forced_at = -1_000_000  # last solicit_now()
         self._solicited_rx: dict[int, int] = {}  # joined loc -> last solicitation received
         self._nodes: dict[int, _Node] = {}  # nid -> hostname and its locators
         self._by_name: dict[str, dict[int, None]] = {}  # hostname -> nids (ordered set)
@@ -106,6 +107,20 @@ class DiscoveryCore:
     def _interval(self) -> int:
         w = self.wait_time_ms
         return self._rng.randint((w + 1) // 2, w)
+
+    def solicit_now(self, now: int) -> list[Action]:
+        """Solicit on every active locator at once (at most once a second): the local
+        router restarted with an empty forwarding table, and the answers re-teach it
+        the paths by backwards learning instead of leaving it blind until the next period."""
+        if now - self._forced_at < 1000:
+            self.counters["solicit_now_suppressed"] += 1
+            return []
+        self._forced_at = now
+        actions = []
+        for loc in self._active:
+            actions.append(self._solicit(loc))
+            self._solicit_at[loc] = now + self._interval()
+        return actions
 
     def _solicit(self, loc: int) -> Transmit:
         self.counters["solicitations_out"] += 1

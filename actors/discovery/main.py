@@ -28,6 +28,7 @@ class DiscoveryShell:
         actor.subscribe(topics.ilnp_rx(topics.NH_DISCOVERY), self.on_rx)
         actor.subscribe(topics.STATE_LOCATORS, self.on_locators)
         actor.subscribe(topics.MOB_PEER, self.on_peer_moved)
+        actor.subscribe(topics.HELLO, self.on_hello)
         actor.owns(topics.STATE_HOSTS, self.snapshot)
         actor.command("hosts", self.rows)
         actor.command("resolve", self.cmd_resolve)
@@ -65,6 +66,10 @@ class DiscoveryShell:
 
     def on_locators(self, _topic: bytes, body: dict) -> None:
         self.apply(self.core.set_locators(body.get("joined", []), body.get("leaving", []), monotonic_ms()))
+
+    def on_hello(self, _topic: bytes, body: dict) -> None:
+        if body.get("a") == "router":  # it (re)started: its forwarding table is empty
+            self.apply(self.core.solicit_now(monotonic_ms()))
 
     def on_peer_moved(self, _topic: bytes, body: dict) -> None:
         log.info("event=peer_moved nid=%s locs=%s", format64(body["nid"]),

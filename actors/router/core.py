@@ -418,6 +418,27 @@ class RouterCore:
                          if self._route_expires[loc] > now)
         return joined + learned
 
+    def peer_state(self) -> dict:
+        """What a restarted router must remember of its peers: who speaks [ext], our
+        nonce towards each and theirs (else peers refuse our updates, and we theirs)."""
+        return {"ext": sorted(self._ext),
+                "local": {str(n): v.hex() for n, v in self._local_nonce.items()},
+                "remote": {str(n): v.hex() for n, v in self._remote_nonce.items()}}
+
+    def peer_state_size(self) -> int:
+        """Changes whenever peer_state() does (entries are only ever added)."""
+        return len(self._ext) + len(self._local_nonce) + len(self._remote_nonce)
+
+    def restore_peer_state(self, state: dict) -> None:
+        """Load peer_state() of a previous incarnation; malformed entries are skipped."""
+        try:
+            self._ext.update(int(n) for n in state.get("ext", ()))
+            for table, target in (("local", self._local_nonce), ("remote", self._remote_nonce)):
+                for nid, value in state.get(table, {}).items():
+                    target[int(nid)] = bytes.fromhex(value)
+        except (TypeError, ValueError, AttributeError):
+            self.counters["bad_peer_state"] += 1
+
     def is_ext(self, nid: int) -> bool:
         """Has this NID shown that it speaks [ext] (sent version 6)?"""
         return nid in self._ext

@@ -20,6 +20,7 @@ from .core import BindError, Deliver, Refused, RouterCore, SessionsChanged, Tran
 
 log = logging.getLogger("router")
 PORTS_FILE = "stp-ports.json"
+PEERS_FILE = "peers.json"  # [ext] peers and nonces: a restart must not change our nonce
 
 
 class RouterShell:
@@ -39,6 +40,7 @@ class RouterShell:
                                lambda now: self.apply(self.core.on_timer(now)))
         self._last_refused_log = 0.0
         self._load_ports()
+        self._load_peers()
         actor.subscribe(topics.LINK_RX, self.on_link_rx)
         actor.subscribe(topics.ILNP_TX, self.on_tx)
         actor.subscribe(topics.STATE_LOCATORS, self.on_locators)
@@ -60,6 +62,7 @@ class RouterShell:
             if actions:
                 apply(actions)
         self.timer.arm()
+        self._save_peers_if_changed()
 
     def on_tx(self, _topic: bytes, body: dict) -> None:
         now = monotonic_ms()
@@ -74,6 +77,7 @@ class RouterShell:
             if actions:
                 apply(actions)
         self.timer.arm()
+        self._save_peers_if_changed()
 
     def apply(self, actions: list) -> None:
         emit = self.actor.emit
@@ -150,6 +154,20 @@ class RouterShell:
                     self.cmd_bind(int(port), int(pid), inbox)
                 except ValueError:
                     pass
+
+    def _load_peers(self) -> None:
+        try:
+            self.core.restore_peer_state(json.loads((self.run.path / PEERS_FILE).read_text()))
+        except (OSError, ValueError):
+            pass
+        self._peers_saved = self.core.peer_state_size()
+
+    def _save_peers_if_changed(self) -> None:
+        """Once per batch, one integer compare; a write only when a new peer appears."""
+        size = self.core.peer_state_size()
+        if size != self._peers_saved:
+            self._peers_saved = size
+            write_atomic(self.run.path / PEERS_FILE, json.dumps(self.core.peer_state()).encode())
 
     def _save_ports(self) -> None:
         data = {str(p): [o, self.inboxes.get(p)] for p, o in self.core.bindings().items()}
