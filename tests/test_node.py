@@ -161,3 +161,20 @@ def test_a_failing_test_still_leaves_no_namespace_behind(tmp_path):
     assert len(made["pids"]) == 2
     for pid in made["pids"]:  # a zombie waiting for init to reap it counts as gone
         assert not alive(pid), f"supervisord {pid} outlived the failed test"
+
+
+def test_a_restarted_router_relearns_its_routes_at_once(make_lab):
+    """With the shipped 30 s discovery period: after kill -9 of alice's router (empty
+    forwarding table) bob is reachable again within seconds, not at the next period,
+    because discovery re-solicits when the router says hello; and alice keeps her nonce."""
+    lab = make_lab("router", defaults={"discovery": {"wait_time": 30.0}})
+    wait_discovered(lab, [("alice", "bob"), ("bob", "alice")])
+    assert tool(lab, "alice", "ilnp-ping", "-c", "1", "-W", "2", "bob", check=False).returncode == 0
+    peers = (lab.run_dir("alice") / "peers.json").read_text()
+    before = wait_for(lambda: all_running(lab, "alice"), 10, "alice RUNNING")
+    os.kill(before["router"][1], signal.SIGKILL)
+    wait_for(lambda: (now := all_running(lab, "alice")) and now["router"][1] != before["router"][1],
+             15, "the router restarted")
+    wait_for(lambda: tool(lab, "alice", "ilnp-ping", "-c", "1", "-W", "1", "bob", check=False).returncode == 0,
+             8, "bob reachable again well before the 15-30 s discovery period")
+    assert json.loads((lab.run_dir("alice") / "peers.json").read_text())["local"] == json.loads(peers)["local"]
