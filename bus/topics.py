@@ -1,6 +1,8 @@
 """Bus topic names (DESIGN.md). Topics are bytes; subscribers filter by prefix."""
 from __future__ import annotations
 
+import functools
+
 HELLO = b"hello"
 STATE = b"state."
 STATE_LOCATORS = b"state.locators"
@@ -38,11 +40,13 @@ def consumer(topic: bytes) -> str | None:
     return _CONSUMERS.get(topic)
 
 
+@functools.lru_cache(maxsize=None)  # called per delivered packet: format each topic once
 def ilnp_rx(next_header: int) -> bytes:
     """Upper-layer delivery topic for one next header (not STP)."""
     return b"ilnp.rx.%d" % next_header
 
 
+@functools.lru_cache(maxsize=None)  # at most 65536 ports
 def stp_rx(port: int) -> bytes:
     """STP delivery topic for one port: fixed width so prefixes never collide."""
     return b"ilnp.rx.42.%05d" % port

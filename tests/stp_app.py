@@ -73,15 +73,11 @@ def _wait_go(deadline: float) -> bool:
 
 def _resolve(sock, host: str, deadline: float) -> bool:
     from actors.stp.api import HostNotFound
-    while True:
-        try:
-            sock._resolve(host)
-            return True
-        except HostNotFound:
-            if time.monotonic() >= deadline:
-                return False
-            sock.pending()  # pumps host table updates
-            time.sleep(0.05)
+    try:
+        sock.wait_for_host(host, max(0.0, deadline - time.monotonic()))
+        return True
+    except HostNotFound:
+        return False
 
 
 def run(args: argparse.Namespace) -> int:

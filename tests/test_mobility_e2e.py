@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -176,9 +175,12 @@ def test_forged_locator_update_does_not_redirect_a_session(make_lab):
     try:
         assert '"ready"' in receiver.stderr.readline()
         sender = lab.popen("bob", [sys.executable, "-m", "tools.trafficgen", "--peer", "alice",
-                                   "--peer-port", "5001", "--rate", "100", "--duration", "5", "--size", "1396"],
+                                   "--peer-port", "5001", "--rate", "100", "--duration", "5", "--size", "1396",
+                                   "--progress"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(1.5)
+        # the flow is running: the sender's first progress line reports packets sent
+        wait_for(lambda: json.loads(sender.stderr.readline() or "{}").get("sent", 0) > 0, 10,
+                 "the flow bob -> alice to be running")
         before = counters(lab, "bob", "mobility")
         underlay = load_config(lab.run_dir("bob") / "node.toml")
         alice_nid = format64(load_config(lab.run_dir("alice") / "node.toml").nid)

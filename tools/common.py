@@ -67,7 +67,8 @@ class OneLineCommand(click.Command):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
-        sys.exit(run_cli(self, prog_name or self.name, args))
+        prog = prog_name or os.path.basename(sys.argv[0]).removesuffix(".py") or self.name
+        sys.exit(run_cli(self, prog, args))
 
 
 def say(prog: str, message: str) -> None:

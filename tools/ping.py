@@ -16,19 +16,6 @@ from .common import OneLineCommand, json_option, node, print_json, run_dir_optio
 _PROBE = struct.Struct(">IQ")  # sequence, send time (ns)
 
 
-def wait_for_host(sock: StpSocket, host: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            sock._resolve(host)
-            return
-        except HostNotFound:
-            if time.monotonic() >= deadline:
-                raise
-            sock.pending()  # pumps host table updates
-            time.sleep(0.05)
-
-
 @click.command(cls=OneLineCommand)
 @click.argument("host")
 @click.option("-c", "--count", type=click.IntRange(min=1), default=5, show_default=True)
@@ -52,7 +39,7 @@ def main(host, count, interval, size, wait_s, resolve_timeout, run_dir, as_json)
     rtts: dict[int, float] = {}
     try:
         try:
-            wait_for_host(sock, host, resolve_timeout)
+            sock.wait_for_host(host, resolve_timeout)
         except HostNotFound as exc:
             raise click.ClickException(str(exc)) from None
         pad = b"\x00" * (size - _PROBE.size)

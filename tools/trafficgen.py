@@ -28,7 +28,7 @@ from tools.common import OneLineCommand
 
 from actors.addr import format64
 from actors.run import batch_scheduling
-from actors.stp.api import HostNotFound, StpSocket, StpSocketError
+from actors.stp.api import StpSocket, StpSocketError
 
 HEAD = struct.Struct(">QQ")
 RAW_GROUP = "ff12:0:fffe:0::1"  # a group of its own, never an overlay locator's
@@ -108,16 +108,7 @@ class OverlayPort:
         self.sock = StpSocket(local_port)
         self.address = (peer, peer_port)
         if peer:
-            deadline = time.monotonic() + resolve_timeout
-            while True:
-                try:
-                    self.sock._resolve(peer)
-                    break
-                except HostNotFound:
-                    if time.monotonic() > deadline:
-                        raise
-                    self.sock.pending()
-                    time.sleep(0.05)
+            self.sock.wait_for_host(peer, resolve_timeout)
 
     def send(self, datas: list[bytes]) -> None:
         self.sock.sendmany(datas, self.address)

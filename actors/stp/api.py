@@ -84,6 +84,16 @@ class StpSocket:
             raise HostNotFound(f"host {host!r} is not known to the node (not discovered yet?)")
         return found
 
+    def wait_for_host(self, host: str, timeout: float) -> None:
+        """Return once `host` resolves; wakes on each host-table update (no polling).
+        HostNotFound after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while self.hosts.resolve(host) is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise HostNotFound(f"host {host!r} was not discovered within {timeout:g}s")
+            self._pump(left)
+
     def sendto(self, data: bytes, address: tuple[str, int]) -> None:
         self.sendmany([data], address)
 
