@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .addr import AddressError, parse64, parse_schedule
+from .proto.addr import AddressError, parse64, parse_schedule
+from .registry import config_sections
 
 CONF_ENV = "ILNP_CONF"
 
@@ -103,7 +104,11 @@ def _flatten(table: dict, prefix: str = "") -> dict[str, Any]:
 def parse_config(table: dict, path: str = "<config>") -> NodeConfig:
     """Validate a parsed TOML table into a NodeConfig (ConfigError on anything wrong)."""
     flat = _flatten(table)
+    sections = config_sections()
     for key in flat:
+        section = key.split(".")[0] if "." in key else ""
+        if section and section not in sections:
+            raise ConfigError(f"{path}: unknown section [{section}] (no actor reads it), in key {key!r}")
         if key not in _SPEC:
             raise ConfigError(f"{path}: unknown key {key!r}")
     for key in _REQUIRED:

@@ -9,17 +9,7 @@ import sys
 from bus.rundir import RUN_DIR_ENV, RunDir
 
 from .config import ConfigError, load_config
-
-# actor name -> module with main(config, run_dir)
-ACTORS = {
-    "broker": "actors.broker_main",
-    "link": "actors.link.main",
-    "router": "actors.router.main",
-    "discovery": "actors.discovery.main",
-    "mobility": "actors.mobility.main",
-    "echo": "actors.echo.main",
-    "proxy": "actors.proxy.main",
-}
+from .registry import BY_NAME
 
 
 def setup_logging(name: str) -> None:
@@ -43,8 +33,8 @@ def batch_scheduling() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1 or argv[0] not in ACTORS:
-        print(f"usage: ilnp-actor {{{'|'.join(ACTORS)}}}", file=sys.stderr)
+    if len(argv) != 1 or argv[0] not in BY_NAME:
+        print(f"usage: ilnp-actor {{{'|'.join(BY_NAME)}}}", file=sys.stderr)
         return 2
     name = argv[0]
     setup_logging(name)
@@ -58,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"ilnp-actor {name}: {exc}", file=sys.stderr)
         return 2
-    module = importlib.import_module(ACTORS[name])
+    module = importlib.import_module(BY_NAME[name].module)
     module.main(config, RunDir(run_dir))
     return 0
 

@@ -19,9 +19,8 @@ from typing import Any, Callable
 
 import zmq
 
-from . import topics
-from .codec import FrameError, pack, unpack
-from .direct import DirectOut, bind_inbox
+from .codec import HELLO, FrameError, pack, unpack
+from .direct import NO_CONSUMER, REFUSED, DirectOut, bind_inbox, unlink_inbox
 from .rundir import RunDir
 
 log = logging.getLogger("actor")
@@ -33,6 +32,27 @@ _EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)  # plain ints: no enum wrapp
 
 
 Handler = Callable[[bytes, dict], None]
+ReplyCallback = Callable[[bool | None, Any], None]
+
+
+class Reply:
+    """The answer to a request whose command was registered with deferred=True: the
+    handler keeps this and calls ok(result) or error(message) once, when it knows."""
+
+    def __init__(self, actor: "Actor", ident: bytes, rid: Any):
+        self._actor, self._ident, self._rid = actor, ident, rid
+
+    def ok(self, result: Any = None) -> None:
+        self._send({"ok": True, "result": result})
+
+    def error(self, message: str) -> None:
+        self._send({"ok": False, "error": message})
+
+    def _send(self, reply: dict) -> None:
+        if self._actor is None:
+            return  # answered already
+        self._actor._send_reply(self._ident, self._rid, reply)
+        self._actor = None
 
 
 class _Stop(Exception):
@@ -48,11 +68,14 @@ class Actor:
 
     `requires`: state topics this actor needs before it is in sync; it says hello
     (repeatedly, until each has arrived) so their owners republish them.
+    `consumes`: the data topics whose one consumer this actor is (the registry says
+    which): their publishers push them straight into our inbox.
     """
 
     def __init__(self, name: str, run_dir: RunDir | str, requires: tuple[bytes, ...] = (),
-                 serve_requests: bool = True):
+                 serve_requests: bool = True, consumes: tuple[bytes, ...] = ()):
         self.name = name
+        self.consumes = tuple(consumes)
         self.run_dir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
         self.counters: Counter = Counter()
         self.started = time.time()
@@ -65,7 +88,7 @@ class Actor:
         self.sub.setsockopt(zmq.RCVHWM, HWM)
         self.sub.setsockopt(zmq.LINGER, 0)
         self.sub.connect(self.run_dir.bus_out)
-        self.inbox = bind_inbox(self._ctx, self.run_dir, name)
+        self.inbox = bind_inbox(self._ctx, self.run_dir, name, self.consumes)
         self.direct = DirectOut(self._ctx, self.run_dir)
         self.poller = zmq.Poller()
         self.poller.register(self.sub, zmq.POLLIN)
@@ -84,6 +107,11 @@ class Actor:
         self._handlers: list[tuple[bytes, Handler]] = []
         self._commands: dict[str, Callable[..., Any]] = {
             "status": self._cmd_status, "ping": lambda: "pong"}
+        self._deferred: set[str] = set()
+        self._askers: dict[str, zmq.Socket] = {}           # actor -> DEALER to its requests
+        self._asker_socks: dict[zmq.Socket, str] = {}
+        self._asked: dict[int, ReplyCallback] = {}        # request id -> who waits
+        self._rids = itertools.count(1)
         self._readers: dict[int, Callable[[], None]] = {}
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
         self._timer_seq = itertools.count()
@@ -92,29 +120,82 @@ class Actor:
         self._out: dict[bytes, list] = {}
         self._owned: list[tuple[bytes, Callable[[], dict]]] = []
         self._missing = set(requires)
+        self._announced = False  # our own hello came back: the broker has our publisher
         self._stopping = False
         self._sleeping = False
         self.status_extra: Callable[[], dict] | None = None
-        self.subscribe(topics.HELLO, self._on_hello)
+        self.subscribe(HELLO, self._on_hello)
         self._hello_sent_at = 0.0
 
     # ---- wiring -------------------------------------------------------------
-    def subscribe(self, prefix: bytes, handler: Handler) -> None:
-        """Handle frames whose topic starts with `prefix`. Data topics arrive in our
-        inbox (their publishers push them here), the rest through the broker."""
+    def subscribe(self, prefix: bytes, handler: Handler, direct: bool = False) -> None:
+        """Handle frames whose topic starts with `prefix`. Topics we consume, and those
+        routed to our inbox at run time (direct=True, e.g. our STP port), are pushed into
+        our inbox; the rest come through the broker."""
         self._handlers.append((prefix, handler))
-        if not topics.is_direct(prefix):
+        if not direct and prefix not in self.consumes:
             self.sub.setsockopt(zmq.SUBSCRIBE, prefix)
 
-    def unsubscribe(self, prefix: bytes) -> None:
+    def unsubscribe(self, prefix: bytes, direct: bool = False) -> None:
         """Stop receiving `prefix` (its handlers are dropped too)."""
         self._handlers = [(p, h) for p, h in self._handlers if p != prefix]
-        if not topics.is_direct(prefix):
+        if not direct and prefix not in self.consumes:
             self.sub.setsockopt(zmq.UNSUBSCRIBE, prefix)
 
-    def command(self, name: str, fn: Callable[..., Any]) -> None:
-        """Serve request `name`; fn(**args) returns the result or raises ValueError."""
+    def command(self, name: str, fn: Callable[..., Any], deferred: bool = False) -> None:
+        """Serve request `name`; fn(**args) returns the result or raises ValueError.
+        deferred=True: fn(reply, **args) answers later through reply (a Reply), so a
+        command that must hear from another actor never blocks the loop."""
         self._commands[name] = fn
+        if deferred:
+            self._deferred.add(name)
+        else:
+            self._deferred.discard(name)
+
+    def ask(self, actor: str, cmd: str, on_reply: ReplyCallback, timeout_s: float = 1.0,
+            **args: Any) -> None:
+        """A request to another actor that does not block. on_reply comes later from the
+        loop: (True, result); (False, "actor: its one-line error"); or (None, "actor X
+        does not answer") after timeout_s (the request waits in a queue meanwhile, so an
+        actor that is restarting still gets it)."""
+        sock = self._askers.get(actor)
+        if sock is None:
+            sock = self._ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.SNDHWM, 1000)
+            sock.connect(self.run_dir.ctl(actor))
+            self._askers[actor] = sock
+            self._asker_socks[sock] = actor
+            self.poller.register(sock, zmq.POLLIN)
+        rid = next(self._rids)
+        self._asked[rid] = on_reply
+        try:
+            sock.send_multipart([b"", pack({"cmd": cmd, "rid": rid, **args})], zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # our queue towards it is full: the timeout answers
+        self.call_later(timeout_s, lambda: self._answer(
+            rid, None, f"actor {actor} does not answer (timeout {timeout_s:g}s)"))
+
+    def _answer(self, rid: Any, ok: bool | None, result: Any) -> None:
+        callback = self._asked.pop(rid, None) if isinstance(rid, int) else None
+        if callback is not None:  # else answered already, or timed out
+            callback(ok, result)
+
+    def _take_answers(self, sock: zmq.Socket) -> None:
+        actor = self._asker_socks[sock]
+        for _ in range(DRAIN_LIMIT):
+            try:
+                parts = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                reply = unpack(parts[-1])
+            except FrameError:
+                self.counters["bad_replies"] += 1
+                continue
+            ok = bool(reply.get("ok"))
+            self._answer(reply.get("rid"), ok,
+                         reply.get("result") if ok else f"{actor}: {reply.get('error', 'failed')}")
 
     def owns(self, topic: bytes, snapshot: Callable[[], dict]) -> None:
         """This actor owns `topic`: republish snapshot() whenever someone says hello."""
@@ -138,8 +219,9 @@ class Actor:
         self._stopping = True
 
     # ---- output -------------------------------------------------------------
-    def publish(self, topic: bytes, body: dict) -> None:
-        """Send one frame now (state, control). Data should use emit()."""
+    def publish(self, topic: bytes, body: dict) -> bytes:
+        """Send one frame through the broker now (state, control); returns it packed.
+        Data goes with emit()."""
         q = self._seq.get(topic, 0) + 1
         self._seq[topic] = q
         body["a"] = self.name
@@ -149,8 +231,15 @@ class Actor:
         # nothing unless someone (the tap) subscribes to the topic.
         self.pub.send_multipart((topic, frame))
         self.counters["frames_out"] += 1
-        if topics.is_direct(topic) and self.direct.send(topic, frame) is False:
-            self.counters["direct_drops"] += len(body.get("p", ())) or 1
+        return frame
+
+    def _publish_data(self, topic: bytes, items: list) -> None:
+        """A data frame: pushed to the topic's consumer, and to the broker for the tap."""
+        sent = self.direct.send(topic, self.publish(topic, {"p": items}))
+        if sent is REFUSED:
+            self.counters["direct_drops"] += len(items)
+        elif sent is NO_CONSUMER:
+            self.counters["no_consumer"] += len(items)
 
     def emit(self, topic: bytes, item: Any) -> None:
         """Queue one data item; all items of a topic leave as one frame per loop pass."""
@@ -165,12 +254,18 @@ class Actor:
             return
         out, self._out = self._out, {}
         for topic, items in out.items():
-            self.publish(topic, {"p": items})
+            self._publish_data(topic, items)
             self.counters["items_out"] += len(items)
 
     # ---- resync -------------------------------------------------------------
     def _on_hello(self, _topic: bytes, body: dict) -> None:
         if body.get("a") == self.name:
+            if not self._announced:
+                # What we published before the broker had our publisher may be lost:
+                # publish what we own again now that it surely arrives.
+                self._announced = True
+                for topic, snapshot in self._owned:
+                    self.publish(topic, snapshot())
             return
         for topic, snapshot in self._owned:
             self.publish(topic, snapshot())
@@ -179,9 +274,10 @@ class Actor:
         self._missing.discard(topic)
 
     def _say_hello_if_needed(self) -> None:
-        if self._missing and time.monotonic() - self._hello_sent_at >= HELLO_RETRY_S:
+        if ((self._missing or not self._announced)
+                and time.monotonic() - self._hello_sent_at >= HELLO_RETRY_S):
             self._hello_sent_at = time.monotonic()
-            self.publish(topics.HELLO, {})
+            self.publish(HELLO, {})
 
     # ---- loop ---------------------------------------------------------------
     def _dispatch(self, parts: list[bytes]) -> None:
@@ -220,21 +316,38 @@ class Actor:
             except zmq.Again:
                 break
             ident, body = parts[0], parts[-1]
-            reply = self._handle_request(body)
-            self.ctl.send_multipart([ident, b"", pack(reply)])
+            rid, reply = self._handle_request(ident, body)
+            if reply is not None:
+                self._send_reply(ident, rid, reply)
             served += 1
         return served
 
-    def _handle_request(self, raw: bytes) -> dict:
+    def _send_reply(self, ident: bytes, rid: Any, reply: dict) -> None:
+        if rid is not None:
+            reply["rid"] = rid  # an asking actor matches answers by it
+        try:
+            self.ctl.send_multipart([ident, b"", pack(reply)], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            self.counters["replies_lost"] += 1  # the asker went away
+
+    def _handle_request(self, ident: bytes, raw: bytes) -> tuple[Any, dict | None]:
+        """(request id, reply); reply None: a deferred command answers later."""
         try:
             req = unpack(raw)
             cmd = req.pop("cmd")
+            rid = req.pop("rid", None)
         except (FrameError, KeyError):
-            return {"ok": False, "error": "malformed request"}
-        fn = self._commands.get(cmd)
+            return None, {"ok": False, "error": "malformed request"}
+        fn = self._commands.get(cmd) if isinstance(cmd, str) else None
         if fn is None:
-            return {"ok": False, "error": f"{self.name} has no command {cmd!r}"}
+            return rid, {"ok": False, "error": f"{self.name} has no command {cmd!r}"}
+        return rid, self._call(cmd, fn, req, ident, rid)
+
+    def _call(self, cmd: str, fn: Callable[..., Any], req: dict, ident: bytes, rid: Any) -> dict | None:
         try:
+            if cmd in self._deferred:
+                fn(Reply(self, ident, rid), **req)
+                return None
             return {"ok": True, "result": fn(**req)}
         except (ValueError, TypeError, KeyError) as exc:
             return {"ok": False, "error": str(exc) or exc.__class__.__name__}
@@ -283,7 +396,7 @@ class Actor:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         log.info("event=start actor=%s pid=%d", self.name, os.getpid())
-        self.publish(topics.HELLO, {})
+        self.publish(HELLO, {})
         self._hello_sent_at = time.monotonic()
         try:
             self._loop()
@@ -305,7 +418,7 @@ class Actor:
                 timeout = 1000
                 if self._timers:  # whole ms, rounded up: pyzmq truncates, 0.9 would spin
                     timeout = math.ceil(max(0.0, (self._timers[0][0] - time.monotonic()) * 1000))
-                if self._missing:
+                if self._missing or not self._announced:
                     timeout = min(timeout, int(HELLO_RETRY_S * 1000))
                 self._sleeping = True
                 try:
@@ -324,6 +437,8 @@ class Actor:
                     self._drain_sub(sock)
                 elif sock is ctl:
                     self._serve_request()
+                elif sock in self._asker_socks:
+                    self._take_answers(sock)
                 else:
                     callback = readers.get(sock)
                     if callback is not None:
@@ -334,13 +449,10 @@ class Actor:
 
     def close(self) -> None:
         self.direct.close()
-        for sock in (self.pub, self.sub, self.inbox, self.ctl):
+        for sock in (self.pub, self.sub, self.inbox, self.ctl, *self._askers.values()):
             if sock is not None:
                 sock.close()
-        try:
-            self.run_dir.inbox_path(self.name).unlink()
-        except FileNotFoundError:
-            pass
+        unlink_inbox(self.run_dir, self.name, self.consumes)
         if self.ctl is not None:
             try:
                 self.run_dir.ctl_path(self.name).unlink()

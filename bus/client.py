@@ -9,9 +9,8 @@ from typing import Any, Iterator
 
 import zmq
 
-from . import topics
-from .codec import FrameError, pack, unpack
-from .direct import DirectOut, bind_inbox
+from .codec import HELLO, FrameError, pack, unpack
+from .direct import REFUSED, DirectOut, bind_inbox
 from .rundir import RunDir, find_run_dir
 
 DEFAULT_TIMEOUT = 3.0
@@ -19,6 +18,10 @@ DEFAULT_TIMEOUT = 3.0
 
 class RequestError(RuntimeError):
     """The node or actor did not answer, or answered with an error (one line)."""
+
+
+class RequestRefused(RequestError):
+    """The actor answered, with an error (one line, prefixed with the actor's name)."""
 
 
 def request(run: RunDir | str | None, actor: str, cmd: str, timeout: float = DEFAULT_TIMEOUT,
@@ -46,7 +49,7 @@ def request(run: RunDir | str | None, actor: str, cmd: str, timeout: float = DEF
     finally:
         sock.close()
     if not reply.get("ok"):
-        raise RequestError(f"{actor}: {reply.get('error', 'failed')}")
+        raise RequestRefused(f"{actor}: {reply.get('error', 'failed')}")
     return reply.get("result")
 
 
@@ -79,7 +82,8 @@ class BusClient:
         self.poller = zmq.Poller()
         self.poller.register(self.sub, zmq.POLLIN)
         self.poller.register(self.inbox, zmq.POLLIN)
-        self.direct_drops = 0
+        self.direct_drops = 0   # data items not handed over (queue full, or no consumer)
+        self.no_consumer = 0
         self._seq: dict[bytes, int] = {}
         self._last_seen: dict[tuple[str, bytes], int] = {}
         self._subscribed: set[bytes] = set()
@@ -100,24 +104,34 @@ class BusClient:
     def _wanted(self, topic: bytes) -> bool:
         return any(topic.startswith(prefix) for prefix in self._subscribed)
 
-    def publish(self, topic: bytes, body: dict) -> None:
+    def publish(self, topic: bytes, body: dict) -> bytes:
+        """One frame through the broker (state, control); returns it packed."""
         q = self._seq.get(topic, 0) + 1
         self._seq[topic] = q
         body["a"] = self.name
         body["q"] = q
         frame = pack(body)
         self.pub.send_multipart((topic, frame))
-        if topics.is_direct(topic) and self.direct.send(topic, frame) is False:
-            self.direct_drops += len(body.get("p", ())) or 1
+        return frame
+
+    def send(self, topic: bytes, items: list) -> bool:
+        """A data frame of `items`: pushed to the topic's consumer (and to the broker for
+        the tap). False, and counted in direct_drops, if it could not be handed over."""
+        sent = self.direct.send(topic, self.publish(topic, {"p": items}))
+        if sent is not True:
+            self.direct_drops += len(items)
+            if sent is not REFUSED:
+                self.no_consumer += len(items)
+        return sent is True
 
     def wait_ready(self, timeout: float = 5.0) -> None:
         """Say hello until it comes back; frames that arrive meanwhile are kept for recv()."""
-        watching_hello = topics.HELLO in self._subscribed
-        self.sub.setsockopt(zmq.SUBSCRIBE, topics.HELLO)
+        watching_hello = HELLO in self._subscribed
+        self.sub.setsockopt(zmq.SUBSCRIBE, HELLO)
         deadline = time.monotonic() + timeout
         try:
             while time.monotonic() < deadline:
-                self.publish(topics.HELLO, {})
+                self.publish(HELLO, {})
                 end = min(deadline, time.monotonic() + 0.1)
                 while (left := end - time.monotonic()) > 0:
                     if not self.sub.poll(math.ceil(left * 1000)):
@@ -125,13 +139,13 @@ class BusClient:
                     topic, body = self._recv_raw(self.sub)
                     if body is None:
                         continue
-                    if topic == topics.HELLO and body.get("a") == self.name:
+                    if topic == HELLO and body.get("a") == self.name:
                         return
-                    if self._wanted(topic) and (topic != topics.HELLO or watching_hello):
+                    if self._wanted(topic) and (topic != HELLO or watching_hello):
                         self._held.append((topic, body))
         finally:
             if not watching_hello:
-                self.sub.setsockopt(zmq.UNSUBSCRIBE, topics.HELLO)
+                self.sub.setsockopt(zmq.UNSUBSCRIBE, HELLO)
         raise RequestError(f"bus of the node at {self.run.path} does not answer")
 
     def _recv_raw(self, sock: zmq.Socket) -> tuple[bytes, dict | None]:

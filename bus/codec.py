@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import msgpack
 
+HELLO = b"hello"
+"""The bus's own topic: a newcomer says hello, and the owner of each state republishes it."""
+
 
 class FrameError(ValueError):
     """A frame that is not [topic, msgpack map]."""
@@ -24,9 +27,3 @@ def unpack(data: bytes) -> dict:
     if not isinstance(body, dict):
         raise FrameError("frame body is not a map")
     return body
-
-
-def decode_frame(parts: list[bytes]) -> tuple[bytes, dict]:
-    if len(parts) != 2:
-        raise FrameError(f"expected 2 frame parts, got {len(parts)}")
-    return parts[0], unpack(parts[1])

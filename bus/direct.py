@@ -1,9 +1,12 @@
 """The direct data path: frames of data topics go straight to their consumer's inbox.
 
-A consumer binds a PULL socket at RUN_DIR/in-<name>.sock; a publisher keeps one PUSH
+A consumer binds a PULL socket at RUN_DIR/in-<name>.sock and, for each data topic it
+consumes, the topic's endpoint RUN_DIR/in-t-<topic>.sock as well (who consumes what is
+the caller's business: the bus names no actor and no topic). A publisher keeps one PUSH
 socket per consumer endpoint. Unlike PUB/SUB there is no subscription to wait for (a
-PUSH queues until its peer is there) and nothing is dropped silently: a full queue is
-a refused send, which the publisher counts. See topics.DIRECT_PREFIXES.
+PUSH queues until its peer is back) and nothing is dropped silently: a full queue is
+a refused send, and a topic whose endpoint nobody has bound has no consumer; the
+publisher counts both.
 """
 from __future__ import annotations
 
@@ -11,25 +14,39 @@ import os
 
 import zmq
 
-from . import topics
 from .rundir import RunDir
 
 HWM = 50_000        # inbox: frames waiting to be read
 PUSH_HWM = 2_000    # per consumer: a dead consumer must not grow our memory
 
+SENT, REFUSED, NO_CONSUMER = True, False, None
 
-def bind_inbox(ctx: zmq.Context, run: RunDir, name: str) -> zmq.Socket:
-    """The PULL socket where `name` receives its data frames."""
-    path = run.inbox_path(name)
+
+def _unlink(path) -> None:
     try:
         os.unlink(path)  # a stale endpoint of a previous incarnation
     except FileNotFoundError:
         pass
+
+
+def bind_inbox(ctx: zmq.Context, run: RunDir, name: str, consumes=()) -> zmq.Socket:
+    """The PULL socket where `name` receives its data frames: its own inbox (for routes
+    made at run time, e.g. an STP port) and the endpoint of every topic in `consumes`."""
     sock = ctx.socket(zmq.PULL)
     sock.setsockopt(zmq.RCVHWM, HWM)
     sock.setsockopt(zmq.LINGER, 0)
+    _unlink(run.inbox_path(name))
     sock.bind(run.inbox(name))
+    for topic in consumes:
+        _unlink(run.topic_inbox_path(topic))
+        sock.bind(run.topic_inbox(topic))
     return sock
+
+
+def unlink_inbox(run: RunDir, name: str, consumes=()) -> None:
+    _unlink(run.inbox_path(name))
+    for topic in consumes:
+        _unlink(run.topic_inbox_path(topic))
 
 
 class DirectOut:
@@ -40,29 +57,25 @@ class DirectOut:
         self.run = run
         self._socks: dict[str, zmq.Socket] = {}
         self._routes: dict[bytes, str] = {}  # topic -> endpoint, set at run time
-        self._fixed: dict[bytes, str | None] = {}  # cache of the static consumer table
+        self._by_topic: dict[bytes, zmq.Socket] = {}  # what send() found for each topic
 
     def route(self, topic: bytes, endpoint: str) -> None:
         """Frames of `topic` go to `endpoint` (e.g. an application's inbox for its STP port)."""
         self._routes[topic] = endpoint
+        self._by_topic.pop(topic, None)
 
     def unroute(self, topic: bytes) -> None:
         self._routes.pop(topic, None)
+        self._by_topic.pop(topic, None)
 
-    def endpoint(self, topic: bytes) -> str | None:
-        found = self._routes.get(topic)
-        if found is not None:
-            return found
-        if topic not in self._fixed:
-            name = topics.consumer(topic)
-            self._fixed[topic] = self.run.inbox(name) if name else None
-        return self._fixed[topic]
-
-    def send(self, topic: bytes, frame: bytes) -> bool | None:
-        """True sent, False refused (queue full), None: no consumer for this topic."""
-        endpoint = self.endpoint(topic)
+    def _connect(self, topic: bytes) -> zmq.Socket | None:
+        endpoint = self._routes.get(topic)
         if endpoint is None:
-            return None
+            # A topic's consumer binds its endpoint; until one has, there is nobody to
+            # queue for. Once connected, a PUSH queues across a restart of its consumer.
+            if not self.run.topic_inbox_path(topic).exists():
+                return None
+            endpoint = self.run.topic_inbox(topic)
         sock = self._socks.get(endpoint)
         if sock is None:
             sock = self.ctx.socket(zmq.PUSH)
@@ -70,13 +83,24 @@ class DirectOut:
             sock.setsockopt(zmq.LINGER, 200)
             sock.connect(endpoint)
             self._socks[endpoint] = sock
+        return sock
+
+    def send(self, topic: bytes, frame: bytes) -> bool | None:
+        """SENT (True), REFUSED (False: the consumer's queue is full) or NO_CONSUMER (None)."""
+        sock = self._by_topic.get(topic)
+        if sock is None:
+            sock = self._connect(topic)
+            if sock is None:
+                return NO_CONSUMER
+            self._by_topic[topic] = sock
         try:
             sock.send_multipart((topic, frame), zmq.NOBLOCK)
         except zmq.Again:
-            return False
-        return True
+            return REFUSED
+        return SENT
 
     def close(self) -> None:
         for sock in self._socks.values():
             sock.close()
         self._socks.clear()
+        self._by_topic.clear()

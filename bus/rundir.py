@@ -49,6 +49,13 @@ class RunDir:
         """Where an actor (or application) receives its data frames directly."""
         return f"ipc://{self.inbox_path(name)}"
 
+    def topic_inbox_path(self, topic: bytes) -> Path:
+        return self.path / f"in-t-{topic.decode('ascii', 'replace')}.sock"
+
+    def topic_inbox(self, topic: bytes) -> str:
+        """Where the one consumer of a data topic receives it (it binds this endpoint)."""
+        return f"ipc://{self.topic_inbox_path(topic)}"
+
     @property
     def node_json(self) -> Path:
         return self.path / "node.json"

@@ -13,6 +13,7 @@ class GoldenFrame:
     index: int
     group: bytes  # 16-byte IPv6 destination (the locator's multicast group)
     payload: bytes  # the UDP payload: one overlay packet
+    source: bytes = b""  # 16-byte IPv6 source: the underlay address of the node that sent it
 
     @property
     def locator(self) -> int:
@@ -35,7 +36,7 @@ def golden_frames(path: Path = PCAP) -> list[GoldenFrame]:
         assert ip6[6] == 17, "UDP only"
         udp = ip6[40:]
         ulen = struct.unpack(">H", udp[4:6])[0]
-        frames.append(GoldenFrame(len(frames), ip6[24:40], udp[8:ulen]))
+        frames.append(GoldenFrame(len(frames), ip6[24:40], udp[8:ulen], ip6[8:24]))
     return frames
 
 

@@ -17,9 +17,10 @@ import tomllib
 
 import pytest
 
-from actors.addr import ALL_NODES
-from actors.discovery import wire as discovery_wire
-from actors.router.wire import HEADER, NH_DISCOVERY, NH_STP, WireError, encode, unpack_header
+from actors.proto.addr import ALL_NODES
+from actors.proto import discovery as discovery_wire
+from actors.proto.ilnp import HEADER, WireError, encode, unpack_header
+from actors.proto.numbers import NH_DISCOVERY, NH_STP
 from bus.client import request
 from bus.rundir import RunDir
 from tests.labutil import lab_name, tool, tool_json, wait_discovered, wait_for, write_topology

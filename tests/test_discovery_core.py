@@ -3,8 +3,8 @@ import random
 
 import pytest
 
-from actors.discovery.core import DiscoveryCore, HostRow, HostsChanged, Transmit
-from actors.discovery.wire import encode
+from actors.discovery.core import DiscoveryCore, HostRow, HostsChanged, Announce
+from actors.proto.discovery import encode
 
 W = 30_000
 A, B, C = 0xA, 0xB, 0xC
@@ -28,7 +28,7 @@ def make(joined=(A,), leaving=(), seed=1, now=0):
 
 
 def transmits(actions):
-    return [a for a in actions if isinstance(a, Transmit)]
+    return [a for a in actions if isinstance(a, Announce)]
 
 
 def changed(actions):
@@ -40,14 +40,14 @@ def changed(actions):
 def test_join_solicits_at_once_on_each_new_locator():
     core = DiscoveryCore("me", ME, W, random.Random(1))
     actions = core.set_locators([A, B], [], 0)
-    assert actions == [Transmit(A, sol(ME, A, "me")), Transmit(B, sol(ME, B, "me"))]
+    assert actions == [Announce(A, sol(ME, A, "me")), Announce(B, sol(ME, B, "me"))]
     assert core.counters["solicitations_out"] == 2
 
 
 def test_only_newly_joined_locators_solicit():
     core = make([A])
     assert core.set_locators([A], [], 100) == []
-    assert core.set_locators([A, B], [], 200) == [Transmit(B, sol(ME, B, "me"))]
+    assert core.set_locators([A, B], [], 200) == [Announce(B, sol(ME, B, "me"))]
 
 
 def test_leaving_locators_get_no_solicitations():
@@ -62,7 +62,7 @@ def test_leaving_locators_get_no_solicitations():
 def test_locator_back_from_leaving_solicits_again():
     core = make([A, B])
     core.set_locators([A, B], [B], 100)
-    assert core.set_locators([A, B], [], 200) == [Transmit(B, sol(ME, B, "me"))]
+    assert core.set_locators([A, B], [], 200) == [Announce(B, sol(ME, B, "me"))]
 
 
 def test_leaving_given_outside_joined_counts_as_joined_but_inactive():
@@ -79,7 +79,7 @@ def test_periodic_solicitation_every_half_to_whole_wait_time(seed):
     for _ in range(8):
         due = core.next_deadline()
         assert core.on_timer(due - 1) == []
-        assert core.on_timer(due) == [Transmit(A, sol(ME, A, "me"))]
+        assert core.on_timer(due) == [Announce(A, sol(ME, A, "me"))]
         sent_at.append(due)
     gaps = [b - a for a, b in zip(sent_at, sent_at[1:])]
     assert all(W // 2 <= g <= W for g in gaps)
@@ -103,7 +103,7 @@ def test_received_solicitation_suppresses_ours_for_a_wait_time():
     assert fired, "the first due solicitation must have been suppressed"
     assert all(t - 1_000 < W for t in fired)
     assert due - 1_000 >= W
-    assert out == [Transmit(A, sol(ME, A, "me"))]
+    assert out == [Announce(A, sol(ME, A, "me"))]
     assert core.counters["solicitations_suppressed"] == len(fired)
 
 
@@ -120,7 +120,7 @@ def test_received_advertisement_does_not_suppress():
     core = make([A])
     core.receive(A, BOB, A, adv(BOB, A, "bob"), 1_000)
     due = core.next_deadline()
-    assert transmits(core.on_timer(due)) == [Transmit(A, sol(ME, A, "me"))]
+    assert transmits(core.on_timer(due)) == [Announce(A, sol(ME, A, "me"))]
 
 
 def test_no_deadline_without_locators_or_hosts():
@@ -137,7 +137,7 @@ def test_solicitation_answered_once_naming_arrival_locator_on_every_joined_locat
     core = make([A, B, C])
     actions = core.receive(B, BOB, B, sol(BOB, B, "bob"), 500)
     answer = adv(ME, B, "me")
-    assert transmits(actions) == [Transmit(A, answer), Transmit(B, answer), Transmit(C, answer)]
+    assert transmits(actions) == [Announce(A, answer), Announce(B, answer), Announce(C, answer)]
     assert core.counters["solicitations_in"] == 1
     assert core.counters["adverts_out"] == 3
 
@@ -145,7 +145,7 @@ def test_solicitation_answered_once_naming_arrival_locator_on_every_joined_locat
 def test_flooded_solicitation_answer_names_where_it_arrived_not_the_sender():
     core = make([A])
     actions = core.receive(B, BOB, A, sol(BOB, B, "bob"), 500)  # router flooded it to A
-    assert transmits(actions) == [Transmit(A, adv(ME, A, "me"))]
+    assert transmits(actions) == [Announce(A, adv(ME, A, "me"))]
 
 
 def test_answer_skips_leaving_locators():
@@ -190,7 +190,7 @@ def test_leaving_arrival_does_not_suppress_the_active_locator():
     core = make([A, B], leaving=[B])
     core.receive(B, BOB, B, sol(BOB, B, "bob"), 500)
     due = core.next_deadline()
-    assert transmits(core.on_timer(due)) == [Transmit(A, sol(ME, A, "me"))]
+    assert transmits(core.on_timer(due)) == [Announce(A, sol(ME, A, "me"))]
 
 
 @pytest.mark.parametrize("src_nid, body_nid", [(ME, ME), (ME, BOB), (BOB, ME)])
@@ -343,12 +343,12 @@ def test_constructor_rejects_bad_config(hostname, wait):
 def test_solicit_now_solicits_on_every_active_locator_at_most_once_a_second():
     """After a router restart (empty forwarding table) the answers re-teach the paths."""
     import random
-    from actors.discovery.core import DiscoveryCore, Transmit
-    from actors.discovery import wire
+    from actors.discovery.core import DiscoveryCore, Announce
+    from actors.proto import discovery as wire
     core = DiscoveryCore("alice", 0xFFFF00000000000A, 30_000, random.Random(1))
     core.set_locators([0xA, 0xB, 0xC], [0xC], 0)
     out = core.solicit_now(5000)
     assert [(a.via_loc, wire.decode(a.body).solicitation) for a in out] == [(0xA, True), (0xB, True)]
-    assert all(isinstance(a, Transmit) for a in out)
+    assert all(isinstance(a, Announce) for a in out)
     assert core.solicit_now(5500) == []
     assert len(core.solicit_now(6000)) == 2

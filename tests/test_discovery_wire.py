@@ -2,7 +2,7 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from actors.discovery.wire import (
+from actors.proto.discovery import (
     FIXED_LEN, MAX_HOSTNAME_BYTES, DiscoveryMessage, DiscoveryWireError, decode, encode)
 
 ROUTER = 0xFFFF_0000_0000_000D

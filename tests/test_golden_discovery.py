@@ -5,10 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from actors.addr import ALL_NODES
-from actors.discovery.core import DiscoveryCore, Transmit
-from actors.discovery.wire import decode, encode
-from actors.router import wire as router_wire
+from actors.proto import numbers
+from actors.proto.addr import ALL_NODES
+from actors.discovery.core import DiscoveryCore, Announce
+from actors.proto.discovery import decode, encode
+from actors.proto import ilnp as router_wire
 from tests.golden_pcap import by_next_header, golden_frames
 
 README = Path(__file__).parent / "golden" / "README.md"
@@ -19,7 +20,7 @@ ROUTER, BOB, ALICE = 0xFFFF_0000_0000_000D, 0xFFFF_0000_0000_000B, 0xFFFF_0000_0
 def split(payload: bytes):
     """(header fields, discovery body), via the router's own header decoder."""
     pkt = router_wire.decode(payload)
-    assert pkt.next_header == router_wire.NH_DISCOVERY
+    assert pkt.next_header == numbers.NH_DISCOVERY
     hdr = dict(hop=pkt.hop_limit, version=pkt.version,
                src_loc=pkt.src_loc, src_nid=pkt.src_nid, dst_loc=pkt.dst_loc, dst_nid=pkt.dst_nid)
     return hdr, pkt.payload
@@ -86,15 +87,15 @@ def core_for(hostname, nid, joined, leaving=()):
 
 
 def sent(indexes):
-    return [Transmit(FRAME[i].locator, body_of(i)) for i in indexes]
+    return [Announce(FRAME[i].locator, body_of(i)) for i in indexes]
 
 
 def test_shell_wrapping_of_a_transmit_gives_the_captured_datagram():
-    # What the shell does with Transmit(via, body): next header 43 to ALL_NODES, NID 0,
+    # What the shell does with Announce(via, body): next header 43 to ALL_NODES, NID 0,
     # source = via and our NID (original version 0 here, to compare bytes).
     _, first = core_for("router", ROUTER, [A, B, C])
     for t, i in zip(first, (0, 1, 2)):
-        datagram = router_wire.encode(t.via_loc, ROUTER, ALL_NODES, 0, router_wire.NH_DISCOVERY,
+        datagram = router_wire.encode(t.via_loc, ROUTER, ALL_NODES, 0, numbers.NH_DISCOVERY,
                                       t.body, 3, version=0)
         assert datagram == FRAME[i].payload
 
@@ -110,7 +111,7 @@ def test_router_answers_bob_like_the_original():
     f = FRAME[3]
     hdr, body = split(f.payload)
     actions = core.receive(hdr["src_loc"], hdr["src_nid"], f.locator, body, 1_000)
-    assert [a for a in actions if isinstance(a, Transmit)] == sent([4, 5, 6])
+    assert [a for a in actions if isinstance(a, Announce)] == sent([4, 5, 6])
     assert core.resolve("bob") == [(B, BOB)]
 
 
@@ -120,7 +121,7 @@ def test_bob_answers_a_flooded_solicitation_like_the_original():
     f = FRAME[13]
     hdr, body = split(f.payload)
     actions = core.receive(hdr["src_loc"], hdr["src_nid"], f.locator, body, 1_000)
-    assert [a for a in actions if isinstance(a, Transmit)] == sent([15])
+    assert [a for a in actions if isinstance(a, Announce)] == sent([15])
     assert core.resolve("alice") == [(A, ALICE)]
 
 
@@ -133,7 +134,7 @@ def test_alice_in_handoff_ignores_the_old_locator_and_answers_on_the_new():
         f = FRAME[i]
         hdr, body = split(f.payload)
         outs += core.receive(hdr["src_loc"], hdr["src_nid"], f.locator, body, 1_000)
-    assert [a for a in outs if isinstance(a, Transmit)] == sent([46])
+    assert [a for a in outs if isinstance(a, Announce)] == sent([46])
     assert core.counters["ignored_leaving"] == 1
 
 

@@ -1,8 +1,8 @@
 """Locator updates and acks captured from the original overlay (tests/golden)."""
 import pytest
 
-from actors.mobility.core import MobilityCore, PeerMoved, Transmit
-from actors.mobility.wire import Ack, Update, decode, encode_ack, encode_update
+from actors.mobility.core import MobilityCore, PeerMoved, SendUpdate
+from actors.proto.locator_update import Ack, Update, decode, encode_ack, encode_update
 from tests.golden_pcap import by_next_header
 
 A, B, C = 0xA, 0xB, 0xC
@@ -63,7 +63,7 @@ def test_core_sends_the_captured_update_body():
     alice = MobilityCore(ALICE, [[A], [B], [C]], 4000, 2000)
     alice.start(0)
     alice.set_sessions([(B, BOB)])
-    tx = [a for a in alice.on_timer(4000) if isinstance(a, Transmit)]
+    tx = [a for a in alice.on_timer(4000) if isinstance(a, SendUpdate)]
     assert [(t.dst_nid, t.dst_locs, t.body) for t in tx] == [(BOB, (B,), README_UPDATE[HEADER:])]
 
 
@@ -73,6 +73,6 @@ def test_core_answers_the_captured_update_like_bob_did():
     bob.start(0)
     src_loc, src_nid, _, _ = fields(README_UPDATE)
     out = bob.receive(src_loc, src_nid, B, README_UPDATE[HEADER:], None, 0)
-    assert out == [PeerMoved(ALICE, (B,), B), Transmit(ALICE, (B,), B, README_ACK[HEADER:], None)]
+    assert out == [PeerMoved(ALICE, (B,), B), SendUpdate(ALICE, (B,), B, README_ACK[HEADER:], None)]
     ack_src_loc, ack_src_nid, ack_dst_loc, ack_dst_nid = fields(README_ACK)
     assert (out[1].via, out[1].dst_locs[0], out[1].dst_nid) == (ack_src_loc, ack_dst_loc, ack_dst_nid)

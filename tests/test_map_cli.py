@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bus import topics
+from actors.proto import topics
 from bus.client import BusClient, RequestError, request
 from bus.rundir import NodeNotFound, RunDir
 from tests.labutil import wait_for

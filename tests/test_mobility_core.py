@@ -1,9 +1,10 @@
 """Mobility core: schedule, soft/hard handoff, locator updates, acks, nonce and replay policy."""
 import pytest
 
-from actors.addr import ALL_NODES
-from actors.mobility.core import MobilityCore, PeerMoved, PublishLocators, Transmit
-from actors.mobility.wire import encode_ack, encode_update
+from actors.proto.addr import ALL_NODES
+from actors.proto.frames import TxItem
+from actors.mobility.core import MobilityCore, PeerMoved, PublishLocators, SendUpdate
+from actors.proto.locator_update import encode_ack, encode_update
 
 A, B, C, D = 0xA, 0xB, 0xC, 0xD
 ME = 0xFFFF_0000_0000_0001
@@ -20,7 +21,7 @@ def pubs(actions):
 
 
 def txs(actions):
-    return [a for a in actions if isinstance(a, Transmit)]
+    return [a for a in actions if isinstance(a, SendUpdate)]
 
 
 def opts(seq, nonce_ok=True, nonce=b"n" * 12):
@@ -167,8 +168,8 @@ def test_move_sends_one_update_per_peer_nid():
     by_nid = {t.dst_nid: t for t in tx}
     assert len(tx) == 2 and set(by_nid) == {BOB, CAROL}
     # later session entries are more recent: their locator is tried first
-    assert by_nid[BOB] == Transmit(BOB, (D, A), None, body, by_nid[BOB].seq)
-    assert by_nid[CAROL] == Transmit(CAROL, (C,), None, body, by_nid[CAROL].seq)
+    assert by_nid[BOB] == SendUpdate(BOB, (D, A), None, body, by_nid[BOB].seq)
+    assert by_nid[CAROL] == SendUpdate(CAROL, (C,), None, body, by_nid[CAROL].seq)
     assert by_nid[BOB].seq != by_nid[CAROL].seq  # each update its own sequence number
     assert m.counters["updates_sent"] == 2
 
@@ -180,7 +181,7 @@ def test_update_names_the_new_set_not_the_joined_set():
     tx = txs(m.on_timer(4000))
     assert tx[0].body == encode_update([B, C])
     assert tx[0].via is None
-    assert tx[0].tx_item() == [BOB, [D], 44, encode_update([B, C]), None, {"seq": tx[0].seq}]
+    assert tx[0].tx_item() == TxItem(BOB, [D], 44, encode_update([B, C]), None, {"seq": tx[0].seq})
 
 
 def test_no_sessions_no_updates():
@@ -209,7 +210,7 @@ def test_retries_then_give_up():
     assert m.next_deadline() == 5000
     for t in (5000, 6000, 7000):
         again = txs(m.on_timer(t))
-        assert again == [Transmit(BOB, (B,), None, encode_update([B]), seq)]  # same seq
+        assert again == [SendUpdate(BOB, (B,), None, encode_update([B]), seq)]  # same seq
     assert m.counters["update_retries"] == 3
     assert txs(m.on_timer(8000)) == []
     assert m.counters["updates_unacked"] == 1
@@ -282,7 +283,7 @@ def receiver(**kw):
 def test_accepted_update_moves_the_peer_and_acks_to_first_new_locator_via_arrival():
     m = receiver()
     out = m.receive(A, BOB, B, encode_update([C, D]), opts(7), 100)
-    assert out == [PeerMoved(BOB, (C, D), B), Transmit(BOB, (C,), B, ACK, 7)]
+    assert out == [PeerMoved(BOB, (C, D), B), SendUpdate(BOB, (C,), B, ACK, 7)]
     assert out[1].opts == {"seq": 7}
     assert m.counters["updates_accepted"] == 1
 
@@ -296,7 +297,7 @@ def test_update_with_bad_nonce_is_dropped():
 def test_update_without_nonce_accepted_by_default():
     m = receiver()
     out = m.receive(A, BOB, B, encode_update([C]), None, 100)
-    assert out == [PeerMoved(BOB, (C,), B), Transmit(BOB, (C,), B, ACK, None)]
+    assert out == [PeerMoved(BOB, (C,), B), SendUpdate(BOB, (C,), B, ACK, None)]
     assert out[1].opts is None
     assert m.counters["update_no_nonce_accepted"] == 1
 
@@ -336,7 +337,7 @@ def test_retried_update_after_lost_ack_is_acked_again_but_not_reapplied():
     m = receiver()
     m.receive(A, BOB, B, encode_update([C]), opts(5), 100)
     out = m.receive(A, BOB, B, encode_update([C]), opts(5), 1100)
-    assert out == [Transmit(BOB, (C,), B, ACK, 5)]
+    assert out == [SendUpdate(BOB, (C,), B, ACK, 5)]
     assert m.counters["update_duplicate"] == 1 and m.counters["updates_accepted"] == 1
 
 

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from actors.addr import format64, parse64
+from actors.proto.addr import format64, parse64
 from actors.config import load_config
 from bus.client import request
 from bus.rundir import RunDir
@@ -124,9 +124,10 @@ def test_hard_handoff_loss_is_measured_and_reported(tmp_path):
 
 FORGE = r"""
 import socket, sys
-from actors.addr import multicast_group
-from actors.mobility.wire import encode_update
-from actors.router.wire import NH_DESTOPTS, NH_LOCATOR_UPDATE, encode, encode_destopts
+from actors.proto.addr import multicast_group
+from actors.proto.locator_update import encode_update
+from actors.proto.ilnp import encode, encode_destopts
+from actors.proto.numbers import NH_DESTOPTS, NH_LOCATOR_UPDATE
 src_loc, src_nid, dst_loc, dst_nid, new_loc, tag, port = (int(x, 0) for x in sys.argv[1:8])
 nonce = bytes.fromhex(sys.argv[8])
 body = encode_update([new_loc])
@@ -215,14 +216,14 @@ def test_forged_locator_update_does_not_redirect_a_session(make_lab):
 # ---- what the lab runs revealed, pinned in the mobility core (no lab needed) ------------------
 
 def _moved_core(sessions, hosts_rows):
-    from actors.mobility.core import MobilityCore, Transmit
+    from actors.mobility.core import MobilityCore, SendUpdate
 
     a, b = 0xA, 0xB
     core = MobilityCore(0xFFFF_0000_0000_0001, [[a], [b]], 60000, 2000)
     core.start(0)
     core.set_sessions(sessions)
     core.set_hosts(hosts_rows)
-    return core, [t for t in core.move([b], 1000) if isinstance(t, Transmit)]
+    return core, [t for t in core.move([b], 1000) if isinstance(t, SendUpdate)]
 
 
 BOB = 0xFFFF_0000_0000_000B

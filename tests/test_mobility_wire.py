@@ -2,7 +2,7 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from actors.mobility.wire import (
+from actors.proto.locator_update import (
     Ack, LocatorUpdateWireError, Update, decode, encode_ack, encode_update)
 
 locators = st.integers(min_value=0, max_value=2**64 - 1)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from actors.proxy.core import (
     DeliverLocal, Dropped, Mapping, MappingError, ProxyCore, SendStp, check_host, check_port, max_payload,
 )
-from actors.stp.wire import decode, encode
+from actors.proto.stp import decode, encode
 
 PROXY_PORT = 10001
 BOB = ["bob", 0xFFFF_0000_0000_000B, [0xB, 0xC], 1000]     # a state.hosts row

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from actors.stp.wire import decode, encode
-from bus import topics
+from actors.proto.stp import decode, encode
+from actors.proto import topics
+from actors.proto.numbers import NH_STP
 from bus.client import BusClient, RequestError, request
 from bus.rundir import RunDir
 from tests.labutil import is_root, lab_name, tool, wait_discovered, wait_for, write_topology
@@ -59,7 +60,7 @@ class FarSide:
             if frame is None:
                 break
             for nid, locs, nh, segment, _via, _opts in frame[1]["p"]:
-                if nh == topics.NH_STP:
+                if nh == NH_STP:
                     out.append((nid, locs, *decode(segment)))
         return out
 
@@ -67,7 +68,7 @@ class FarSide:
         """As the router does: push the segment to the inbox of whoever bound the port."""
         item = [LOC_B, BOB_NID, LOC_A, ALICE_NID, LOC_A, encode(src_port, port, data), None]
         self.bus.direct.route(topics.stp_rx(port), RunDir(self.node.run_dir).inbox("proxy"))
-        self.bus.publish(topics.stp_rx(port), {"p": [item]})
+        self.bus.send(topics.stp_rx(port), [item])
 
     def close(self) -> None:
         self.bus.close()

@@ -3,10 +3,12 @@ import itertools
 
 import pytest
 
-from actors.addr import ALL_NODES
-from actors.router import wire
-from actors.router.core import BindError, Deliver, Refused, RouterCore, SessionsChanged, Transmit
-from actors.stp import wire as stp
+from actors.proto.addr import ALL_NODES
+from actors.proto import ilnp as wire
+from actors.proto.frames import LinkItem, RxItem
+from actors.router.core import Deliver, Refused, RouterCore, SessionsChanged
+from actors.router.ports import BindError
+from actors.proto import stp as stp
 
 A, B, C, D, E = 0xA, 0xB, 0xC, 0xD, 0xE
 ME = 0xFFFF_0000_0000_000D
@@ -42,7 +44,7 @@ def of(actions, kind):
 
 def test_own_transmissions_are_dropped_silently():
     core = make()
-    core.bind(1000, "app")
+    core.ports.bind(1000, "app")
     for dst in (ALL_NODES, A):
         assert core.receive(A, pkt(E, ME, dst, ME), 0) == []
     assert core.counters["own"] == 2
@@ -58,7 +60,7 @@ def test_malformed_datagrams_are_counted_not_raised(datagram):
 
 def test_version_other_than_0_or_6_is_malformed():
     core = make()
-    core.bind(1000, "app")
+    core.ports.bind(1000, "app")
     d = bytearray(pkt(A, BOB, A, ME))
     d[0] = 0x40
     assert core.receive(A, bytes(d), 0) == []
@@ -85,7 +87,7 @@ def test_forwarding_to_a_joined_locator_decrements_hop_limit():
     core = make()
     d = pkt(B, BOB, A, ALICE, hop=3, version=0)
     out = core.receive(B, d, 0)
-    assert out == [Transmit(A, wire.set_hop_limit(d, 2))]
+    assert out == [LinkItem(A, wire.set_hop_limit(d, 2))]
     assert core.counters["forwarded"] == 1
 
 
@@ -93,7 +95,7 @@ def test_forwarding_uses_a_learned_route_and_stops_when_it_expires():
     core = make(route_lifetime_ms=1000)
     core.receive(C, pkt(E, BOB, ALL_NODES, 0, nh=43), 0)  # E reachable via C
     d = pkt(A, ALICE, E, BOB)
-    assert core.receive(A, d, 999) == [Transmit(C, wire.set_hop_limit(d, 2))]
+    assert core.receive(A, d, 999) == [LinkItem(C, wire.set_hop_limit(d, 2))]
     assert core.receive(A, d, 1000) == []
     assert core.counters["fwd_no_route"] == 1
     assert (E, C, 1000) not in core.routes(1000)
@@ -123,7 +125,7 @@ def test_hop_limit_exhausted_is_dropped_but_hop_1_still_forwarded():
     assert core.receive(B, pkt(B, BOB, A, ALICE, hop=0), 0) == []
     assert core.counters["hop_limit"] == 1
     out = core.receive(B, pkt(B, BOB, A, ALICE, hop=1), 0)
-    assert len(out) == 1 and out[0].out_loc == A and out[0].datagram[7] == 0
+    assert len(out) == 1 and out[0].loc == A and out[0].datagram[7] == 0
 
 
 def test_routes_via_an_interface_no_longer_joined_are_dropped():
@@ -151,9 +153,9 @@ def test_discovery_is_delivered_and_flooded_to_every_other_joined_locator():
     core = make()
     d = pkt(B, BOB, ALL_NODES, 0, nh=43, payload=b"body", hop=3, version=0)
     out = core.receive(B, d, 0)
-    assert out[0] == Deliver(43, None, [B, BOB, ALL_NODES, 0, B, b"body", None])
+    assert out[0] == Deliver(43, None, RxItem(B, BOB, ALL_NODES, 0, B, b"body", None))
     flooded = wire.set_hop_limit(d, 2)
-    assert out[1:] == [Transmit(A, flooded), Transmit(C, flooded)]
+    assert out[1:] == [LinkItem(A, flooded), LinkItem(C, flooded)]
     p = wire.decode(flooded)
     assert (p.src_loc, p.src_nid, p.version) == (B, BOB, 0)  # original source kept
     assert core.sessions(0) == []  # discovery makes no session
@@ -168,7 +170,7 @@ def test_discovery_arriving_with_hop_limit_0_is_delivered_not_flooded():
 def test_discovery_is_not_flooded_to_nor_from_a_locator_being_left():
     core = make(joined=(A, B, C), leaving=(C,))
     out = core.receive(B, pkt(B, BOB, ALL_NODES, 0, nh=43), 0)
-    assert [a.out_loc for a in of(out, Transmit)] == [A]
+    assert [a.loc for a in of(out, LinkItem)] == [A]
     # arriving on the leaving locator: still delivered (the discovery core decides), not flooded
     out = core.receive(C, pkt(C, BOB, ALL_NODES, 0, nh=43), 0)
     assert len(out) == 1 and out[0].item[4] == C
@@ -176,7 +178,7 @@ def test_discovery_is_not_flooded_to_nor_from_a_locator_being_left():
 
 def test_other_next_headers_to_all_nodes_are_delivered_not_flooded():
     core = make()
-    core.bind(1000, "app")
+    core.ports.bind(1000, "app")
     out = core.receive(A, pkt(A, BOB, ALL_NODES, 0, nh=42), 0)
     assert [type(a) for a in out] == [Deliver] and out[0].port == 1000
     assert core.sessions(0) == []
@@ -186,10 +188,10 @@ def test_other_next_headers_to_all_nodes_are_delivered_not_flooded():
 
 def test_stp_is_delivered_with_its_port_and_whole_segment():
     core = make()
-    core.bind(1000, "app")
+    core.ports.bind(1000, "app")
     seg = stp.encode(2000, 1000, b"hello")
     out = core.receive(A, pkt(A + 0x100, BOB, A, ME, payload=seg), 7)
-    assert out[0] == Deliver(42, 1000, [A + 0x100, BOB, A, ME, A, seg, None])
+    assert out[0] == Deliver(42, 1000, RxItem(A + 0x100, BOB, A, ME, A, seg, None))
     assert out[1] == SessionsChanged([[A + 0x100, BOB]])
 
 
@@ -232,7 +234,7 @@ def test_arrival_rule_accepts_the_copy_on_its_own_locator_and_ignores_the_other(
     assert core.receive(B, d, 0) == []  # addressed to joined C, arrived on B
     assert core.counters["dup_arrival"] == 1
     out = core.receive(C, wire.set_hop_limit(d, 2), 0)  # the forwarded copy on C
-    assert out[0].item[:5] == [B, BOB, C, ME, C]
+    assert out[0].item[:5] == (B, BOB, C, ME, C)
 
 
 def test_arrival_rule_accepts_packets_to_a_locator_we_left():
@@ -283,26 +285,26 @@ def test_send_picks_the_first_reachable_destination_locator():
     core = make(joined=(A, B))
     core.receive(B, pkt(E, BOB, ALL_NODES, 0, nh=43), 0)  # E via B
     out = core.send(BOB, [D, E, A], 42, b"seg!", None, None, 1)
-    t = of(out, Transmit)[0]
-    assert t.out_loc == B
+    t = of(out, LinkItem)[0]
+    assert t.loc == B
     p = wire.decode(t.datagram)
     assert (p.version, p.src_loc, p.src_nid, p.dst_loc, p.dst_nid, p.hop_limit) == (6, B, ME, E, BOB, 3)
     out = core.send(BOB, [D, A, E], 42, b"seg!", None, None, 1)
-    assert of(out, Transmit)[0].out_loc == A and wire.decode(of(out, Transmit)[0].datagram).src_loc == A
+    assert of(out, LinkItem)[0].loc == A and wire.decode(of(out, LinkItem)[0].datagram).src_loc == A
 
 
 def test_send_with_via_goes_out_there_to_the_first_destination_locator():
     core = make()
     out = core.send(ALICE, [E, D], 44, b"\x00", C, None, 0)
-    t = of(out, Transmit)[0]
+    t = of(out, LinkItem)[0]
     p = wire.decode(t.datagram)
-    assert t.out_loc == C and (p.src_loc, p.dst_loc) == (C, E)
+    assert t.loc == C and (p.src_loc, p.dst_loc) == (C, E)
 
 
 def test_discovery_broadcast_with_via():
     core = make()
     out = core.send(0, [ALL_NODES], 43, b"disc", A, None, 0)
-    assert out == [Transmit(A, wire.encode(A, ME, ALL_NODES, 0, 43, b"disc", 3))]
+    assert out == [LinkItem(A, wire.encode(A, ME, ALL_NODES, 0, 43, b"disc", 3))]
     assert core.sessions(0) == []
 
 
@@ -323,14 +325,14 @@ def test_send_via_a_locator_not_joined_is_refused():
 def test_send_expired_route_is_not_used():
     core = make(route_lifetime_ms=1000)
     core.receive(B, pkt(E, BOB, ALL_NODES, 0, nh=43), 0)
-    assert of(core.send(BOB, [E], 42, b"seg!", None, None, 999), Transmit)
+    assert of(core.send(BOB, [E], 42, b"seg!", None, None, 999), LinkItem)
     assert core.send(BOB, [E], 42, b"seg!", None, None, 1000) == []
     assert core.counters["no_route"] == 1
 
 
 def test_oversize_is_refused_and_nothing_sent():
     core = make(mtu=100)
-    assert of(core.send(BOB, [A], 42, bytes(60), None, None, 0), Transmit)
+    assert of(core.send(BOB, [A], 42, bytes(60), None, None, 0), LinkItem)
     out = core.send(BOB, [A], 42, bytes(61), None, None, 0)
     assert out == [Refused("oversize", BOB, 101)]
     assert core.counters["oversize"] == 1 and core.counters["sent"] == 1
@@ -370,12 +372,12 @@ def ext_core(**kw):
 
 
 def sent(actions):
-    return wire.decode_with_opts(of(actions, Transmit)[0].datagram)
+    return wire.decode_with_opts(of(actions, LinkItem)[0].datagram)
 
 
 def test_version_6_marks_a_peer_ext_speaking_version_0_does_not():
     core = ext_core()
-    assert core.is_ext(BOB) and not core.is_ext(ALICE)
+    assert core.peers.speaks_ext(BOB) and not core.peers.speaks_ext(ALICE)
 
 
 def test_towards_an_original_peer_packets_are_plain_and_opts_dropped():
@@ -383,7 +385,7 @@ def test_towards_an_original_peer_packets_are_plain_and_opts_dropped():
     for n in range(5):
         p, opts = sent(core.send(ALICE, [A], 44, b"\x01" + bytes(8), None, {"seq": n}, n))
         assert opts is None and p.next_header == 44 and p.version == 6
-    assert core.counters["opts_dropped"] == 5
+    assert core.peers.counters["opts_dropped"] == 5
 
 
 def test_nonce_on_the_first_packets_of_a_session_only():
@@ -430,7 +432,7 @@ def test_4_byte_nonces_for_interop():
 
 def test_receive_learns_the_first_nonce_and_validates_later_ones():
     core = make()
-    core.bind(1000, "app")
+    core.ports.bind(1000, "app")
     first = core.receive(A, pkt(A, BOB, A, ME, opts={"nonce": NONCE_A}), 0)
     assert first[0].item[6] == {"nonce": NONCE_A, "seq": None, "nonce_ok": True}
     assert first[0].next_header == 42 and first[0].item[5][:4] == b"\x03\xe8\x03\xe8"
@@ -458,7 +460,7 @@ def test_missing_nonce_on_a_locator_update():
 
 def test_plain_data_packets_have_no_opts():
     core = make()
-    core.bind(1000, "app")
+    core.ports.bind(1000, "app")
     core.receive(A, pkt(A, BOB, A, ME, nh=44, opts={"nonce": NONCE_A}), 0)
     out = core.receive(A, pkt(A, BOB, A, ME), 1)
     assert out[0].item[6] is None
@@ -475,30 +477,30 @@ def test_forwarding_keeps_destination_options_untouched():
     core = make()
     d = pkt(B, BOB, A, ALICE, nh=44, opts={"nonce": NONCE_A, "seq": 1})
     out = core.receive(B, d, 0)
-    assert out == [Transmit(A, wire.set_hop_limit(d, 2))]
+    assert out == [LinkItem(A, wire.set_hop_limit(d, 2))]
 
 
 # --- STP port registry ------------------------------------------------------------
 
 def test_bind_explicit_and_in_use():
     core = make()
-    assert core.bind(1000, 11) == 1000
-    assert core.bind(1000, 11) == 1000  # same owner: idempotent
+    assert core.ports.bind(1000, 11) == 1000
+    assert core.ports.bind(1000, 11) == 1000  # same owner: idempotent
     with pytest.raises(BindError, match="already bound"):
-        core.bind(1000, 22)
-    assert core.bindings() == {1000: 11}
+        core.ports.bind(1000, 22)
+    assert core.ports.bindings() == {1000: 11}
 
 
 @pytest.mark.parametrize("port", [-1, 65536, "1000", None])
 def test_bind_rejects_bad_ports(port):
     with pytest.raises(BindError):
-        make().bind(port, 1)
+        make().ports.bind(port, 1)
 
 
 def test_bind_port_0_picks_distinct_ephemeral_ports():
     core = make()
-    core.bind(49153, 5)
-    ports = [core.bind(0, 1) for _ in range(3)]
+    core.ports.bind(49153, 5)
+    ports = [core.ports.bind(0, 1) for _ in range(3)]
     assert ports == [49152, 49154, 49155]
     assert all(49152 <= p <= 65535 for p in ports)
 
@@ -506,89 +508,57 @@ def test_bind_port_0_picks_distinct_ephemeral_ports():
 def test_ephemeral_ports_exhausted():
     core = make()
     for _ in range(65536 - 49152):
-        core.bind(0, 1)
+        core.ports.bind(0, 1)
     with pytest.raises(BindError, match="no free"):
-        core.bind(0, 2)
-    core.unbind(50000)
-    assert core.bind(0, 2) == 50000
+        core.ports.bind(0, 2)
+    core.ports.unbind(50000)
+    assert core.ports.bind(0, 2) == 50000
 
 
 def test_stale_binding_of_a_dead_owner_is_reclaimed():
     alive = {11}
     core = make(is_owner_alive=lambda owner: owner in alive)
-    core.bind(1000, 11)
+    core.ports.bind(1000, 11)
     with pytest.raises(BindError):
-        core.bind(1000, 22)
+        core.ports.bind(1000, 22)
     alive.discard(11)
-    assert core.bind(1000, 22) == 1000
-    assert core.bindings() == {1000: 22} and core.counters["stale_reclaimed"] == 1
+    assert core.ports.bind(1000, 22) == 1000
+    assert core.ports.bindings() == {1000: 22} and core.ports.counters["stale_reclaimed"] == 1
 
 
 def test_ephemeral_reclaims_a_dead_owners_port_only_when_none_is_free():
     alive = {1}
     core = make(is_owner_alive=lambda owner: owner in alive)
     for _ in range(65536 - 49152):
-        core.bind(0, 1)
-    core._ports[60000] = 99  # a dead owner
-    assert core.bind(0, 2) == 60000
+        core.ports.bind(0, 1)
+    core.ports._ports[60000] = 99  # a dead owner
+    assert core.ports.bind(0, 2) == 60000
 
 
-def test_unbind_and_unbind_owner_stop_delivery():
+def test_unbind_stops_delivery():
     core = make()
-    core.bind(1000, 11)
-    core.bind(0, 11)
-    core.bind(2000, 22)
-    assert core.unbind_owner(11) == [1000, 49152]
+    core.ports.bind(1000, 11)
+    core.ports.bind(2000, 22)
+    assert core.ports.unbind(1000) is True
     assert core.receive(A, pkt(A, BOB, A, ME), 0) == []
     assert core.counters["stp_unbound"] == 1
-    assert core.unbind(2000) is True and core.unbind(2000) is False
-    assert core.bindings() == {}
-
-
-# --- echoes of what we forwarded (multicast loopback) --------------------------------
-
-def test_echo_of_a_flood_is_neither_delivered_nor_reflooded_nor_learned():
-    core = make(joined=(A, C))
-    out = core.receive(C, pkt(E, BOB, ALL_NODES, 0, nh=43), 0)
-    flooded = of(out, Transmit)[0]
-    assert core.receive(A, flooded.datagram, 3) == []  # our copy looped back on A
-    assert core.counters["echo"] == 1
-    assert (E, C, 30000) in core.routes(3)  # not re-learned via A
-
-
-def test_echo_of_a_forward_does_not_teach_a_wrong_route():
-    core = make(joined=(A, C))
-    out = core.receive(C, pkt(E, BOB, A, ALICE), 0)  # E learned via C, forwarded onto A
-    assert core.receive(A, of(out, Transmit)[0].datagram, 2) == []
-    assert core.counters["echo"] == 1
-    assert core.routes(2) == [(A, A, None), (C, C, None), (E, C, 30000)]
-
-
-def test_echo_memory_is_short_and_can_be_disabled():
-    core = make(joined=(A, C), echo_window_ms=100)
-    fwd = of(core.receive(C, pkt(C, BOB, A, ALICE), 0), Transmit)[0].datagram
-    assert core.receive(A, fwd, 99) == [] and core.counters["echo"] == 1
-    core.receive(A, fwd, 100)  # same bytes after the window: an ordinary packet again
-    assert core.counters["echo"] == 1 and core.counters["not_ours"] == 1
-    off = make(joined=(A, C), echo_window_ms=0)
-    fwd = of(off.receive(C, pkt(C, BOB, A, ALICE), 0), Transmit)[0].datagram
-    off.receive(A, fwd, 1)
-    assert off.counters["echo"] == 0 and off.counters["not_ours"] == 1
+    assert core.ports.unbind(2000) is True and core.ports.unbind(2000) is False
+    assert core.ports.bindings() == {}
 
 
 def test_full_size_data_to_an_ext_peer_goes_plain_when_the_nonce_does_not_fit():
     """1396-byte STP payloads fill the 1440 MTU: the nonce must not make them oversize."""
-    from actors.router.core import RouterCore, Transmit
-    from actors.router import wire as w
+    from actors.router.core import RouterCore, LinkItem
+    from actors.proto import ilnp as w
     core = RouterCore(0xFFFF00000000000A, mtu=1440, rng_bytes=lambda n: b"\x01" * n)
     core.set_locators([0xA], [], 0)
     peer = 0xFFFF00000000000B
     hello = w.encode(0xA, peer, 0xA, core.nid, 42, b"\x00\x01\x00\x02", 3, version=6)
-    core.bind(2, "app")
+    core.ports.bind(2, "app")
     core.receive(0xA, hello, 0)  # the peer speaks [ext] (version 6)
     full = b"\x00\x02\x00\x01" + b"x" * 1396
     actions = core.send(peer, [0xA], 42, full, None, None, 1)
-    sent = [a for a in actions if isinstance(a, Transmit)]
+    sent = [a for a in actions if isinstance(a, LinkItem)]
     assert len(sent) == 1 and len(sent[0].datagram) == 1440
     assert w.decode(sent[0].datagram).next_header == 42
     assert core.counters["nonce_no_room"] == 1 and core.counters["oversize"] == 0
@@ -600,7 +570,7 @@ def test_a_route_is_learned_for_a_locator_we_are_leaving_so_the_handoff_end_leav
     """alice holds a and b (leaving b); bob speaks from b, heard on b: once b is dropped,
     alice still needs a route to b through the router on a (she learns it from the
     router's copy on a), not a gap until bob speaks again."""
-    from actors.router import wire as w
+    from actors.proto import ilnp as w
     alice = RouterCore(0xFFFF00000000000A)
     alice.set_locators([0xA, 0xB], [0xB], 0)
     bob = 0xFFFF00000000000B
@@ -622,7 +592,7 @@ def test_an_accepted_update_is_a_route_hint_for_the_new_locators():
 def test_peer_state_survives_a_restart_of_the_router():
     """A restarted router keeps its nonce towards a peer and the peer's nonce: the peer
     still accepts our updates, and a forged update is still refused."""
-    from actors.router import wire as w
+    from actors.proto import ilnp as w
     first = RouterCore(0xFFFF00000000000A, rng_bytes=lambda n: b"\x01" * n)
     first.set_locators([0xA], [], 0)
     peer = 0xFFFF00000000000B
@@ -631,10 +601,10 @@ def test_peer_state_survives_a_restart_of_the_router():
     ours = first.send(peer, [0xA], 44, b"\x00", None, None, 1)[0].datagram
     again = RouterCore(0xFFFF00000000000A, rng_bytes=lambda n: b"\x02" * n)  # a new incarnation
     again.set_locators([0xA], [], 0)
-    again.restore_peer_state(first.peer_state())
+    again.peers.restore(first.peers.state())
     assert again.send(peer, [0xA], 44, b"\x00", None, None, 1)[0].datagram == ours  # same nonce
     forged = w.encode(0xA, peer, 0xA, first.nid, 60, w.encode_destopts(44, b"\x09" * 12, 2) + b"\x01" + bytes(8), 3)
     delivered = [a for a in again.receive(0xA, forged, 2) if hasattr(a, "item")]
     assert delivered and delivered[0].item[6]["nonce_ok"] is False
-    again.restore_peer_state({"ext": ["x"]})
-    assert again.counters["bad_peer_state"] == 1
+    again.peers.restore({"ext": ["x"]})
+    assert again.peers.counters["bad_peer_state"] == 1

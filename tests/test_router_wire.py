@@ -2,8 +2,8 @@
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from actors.router import wire
-from actors.router.wire import WireError
+from actors.proto import ilnp as wire
+from actors.proto.ilnp import WireError
 
 U64 = st.integers(0, 2**64 - 1)
 A, B = 0xA, 0xB

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from actors.addr import format64
+from actors.proto.addr import format64
 
 from .common import OneLineCommand, ask, json_option, node, print_json, run_dir_option
 

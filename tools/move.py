@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from actors.addr import AddressError, parse_locator_set
+from actors.proto.addr import AddressError, parse_locator_set
 
 from .common import OneLineCommand, ask, json_option, node, print_json, run_dir_option
 

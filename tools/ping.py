@@ -8,7 +8,7 @@ import time
 
 import click
 
-from actors.echo.main import ECHO_PORT
+from actors.proto.numbers import ECHO_PORT
 from actors.stp.api import HostNotFound, StpSocket, StpSocketError
 
 from .common import OneLineCommand, json_option, node, print_json, run_dir_option

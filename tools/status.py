@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from actors.run import ACTORS
+from actors.registry import ACTORS
 from bus.client import RequestError, request
 
 from .common import OneLineCommand, json_option, node, print_json, run_dir_option
@@ -16,9 +16,7 @@ def main(run_dir, as_json):
     """Show the status and counters of each actor of the node."""
     run = node(run_dir)
     report = {}
-    for actor in ACTORS:
-        if actor == "broker":
-            continue
+    for actor in (entry.name for entry in ACTORS if entry.serves_requests):
         try:
             report[actor] = request(run, actor, "status", timeout=2.0)
         except RequestError as exc:

@@ -11,7 +11,7 @@ import time
 
 import click
 
-from actors.addr import format64
+from actors.proto.addr import format64
 from bus.client import BusClient, RequestError
 
 from .common import OneLineCommand, json_option, node, run_dir_option

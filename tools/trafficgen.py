@@ -26,7 +26,7 @@ import click
 
 from tools.common import OneLineCommand
 
-from actors.addr import format64
+from actors.proto.addr import format64
 from actors.run import batch_scheduling
 from actors.stp.api import StpSocket, StpSocketError
 

@@ -14,14 +14,20 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, NamedTuple
 
-from . import wire
+from ..proto import discovery as wire
+from ..proto.addr import ALL_NODES
+from ..proto.frames import TxItem
+from ..proto.numbers import NH_DISCOVERY
 
 
 @dataclass(frozen=True, slots=True)
-class Transmit:
+class Announce:
     """Send `body` as discovery (next header 43) to ALL_NODES, NID 0, out on `via_loc`."""
     via_loc: int
     body: bytes
+
+    def tx_item(self) -> TxItem:
+        return TxItem(0, [ALL_NODES], NH_DISCOVERY, self.body, self.via_loc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +35,7 @@ class HostsChanged:
     """The host table's content changed (not a mere refresh): republish hosts(now)."""
 
 
-Action = Transmit | HostsChanged
+Action = Announce | HostsChanged
 
 
 class HostRow(NamedTuple):
@@ -122,9 +128,9 @@ class DiscoveryCore:
             self._solicit_at[loc] = now + self._interval()
         return actions
 
-    def _solicit(self, loc: int) -> Transmit:
+    def _solicit(self, loc: int) -> Announce:
         self.counters["solicitations_out"] += 1
-        return Transmit(loc, wire.encode(self.nid, loc, True, self.hostname))
+        return Announce(loc, wire.encode(self.nid, loc, True, self.hostname))
 
     # -- receiving ---------------------------------------------------------------------
 
@@ -156,7 +162,7 @@ class DiscoveryCore:
         # One answer naming the arrival locator, out on every active locator.
         answer = wire.encode(self.nid, arrival_loc, False, self.hostname)
         for loc in self._active:
-            actions.append(Transmit(loc, answer))
+            actions.append(Announce(loc, answer))
         self.counters["adverts_out"] += len(self._active)
         return actions
 

@@ -1,34 +1,39 @@
 """The discovery actor: DiscoveryCore behind the bus.
 
-ilnp.rx.43 -> core.receive; its Transmit -> ilnp.tx (to ALL_NODES, NID 0, out on one
+ilnp.rx.43 -> core.receive; its Announce -> ilnp.tx (to ALL_NODES, NID 0, out on one
 locator). Owns the host table: publishes state.hosts whole when it changes, answers
-`hosts` and `resolve`. Follows state.locators; applies mob.peer (accepted updates).
+`hosts` and `resolve`. Follows state.locators; applies mob.peer (accepted updates);
+solicits at once when the router's forwarding table is new (state.forwarding), so a
+restarted router relearns its routes in milliseconds.
 """
 from __future__ import annotations
 
 import logging
 import random
 
-from bus import topics
-from bus.actor import Actor, CoreTimer, monotonic_ms
+from bus.actor import CoreTimer, monotonic_ms
 from bus.rundir import RunDir
 
-from ..addr import ALL_NODES, format64
 from ..config import NodeConfig
-from .core import DiscoveryCore, HostsChanged, Transmit
+from ..proto import topics
+from ..proto.addr import format64
+from ..proto.frames import RxItem
+from ..registry import open_actor
+from .core import Announce, DiscoveryCore, HostsChanged
 
 log = logging.getLogger("discovery")
 
 
 class DiscoveryShell:
     def __init__(self, config: NodeConfig, run: RunDir):
-        self.actor = actor = Actor("discovery", run, requires=(topics.STATE_LOCATORS,))
+        self.actor = actor = open_actor("discovery", run, requires=(topics.STATE_LOCATORS,))
         self.core = DiscoveryCore(config.hostname, config.nid, config.wait_time_ms, random.Random())
         self.timer = CoreTimer(actor, self.core.next_deadline, lambda now: self.apply(self.core.on_timer(now)))
-        actor.subscribe(topics.ilnp_rx(topics.NH_DISCOVERY), self.on_rx)
+        self.forwarding_epoch = None
+        actor.subscribe(topics.ILNP_RX_DISCOVERY, self.on_rx)
         actor.subscribe(topics.STATE_LOCATORS, self.on_locators)
         actor.subscribe(topics.MOB_PEER, self.on_peer_moved)
-        actor.subscribe(topics.HELLO, self.on_hello)
+        actor.subscribe(topics.STATE_FORWARDING, self.on_forwarding)
         actor.owns(topics.STATE_HOSTS, self.snapshot)
         actor.command("hosts", self.rows)
         actor.command("resolve", self.cmd_resolve)
@@ -47,9 +52,8 @@ class DiscoveryShell:
     def apply(self, actions: list) -> None:
         changed = False
         for action in actions:
-            if type(action) is Transmit:
-                self.actor.emit(topics.ILNP_TX, [0, [ALL_NODES], topics.NH_DISCOVERY, action.body,
-                                                 action.via_loc, None])
+            if type(action) is Announce:
+                self.actor.emit(topics.ILNP_TX, action.tx_item())
             elif type(action) is HostsChanged:
                 changed = True
         if changed:
@@ -60,16 +64,22 @@ class DiscoveryShell:
         now = monotonic_ms()
         actions = []
         for item in body.get("p", ()):
-            src_loc, src_nid, _dst_loc, _dst_nid, arrival, payload = item[:6]
-            actions.extend(self.core.receive(src_loc, src_nid, arrival, payload, now))
+            try:
+                rx = RxItem(*item)
+            except TypeError:
+                self.actor.counters["bad_rx_items"] += 1
+                continue
+            actions.extend(self.core.receive(rx.src_loc, rx.src_nid, rx.arrival_loc, rx.payload, now))
         self.apply(actions)
 
     def on_locators(self, _topic: bytes, body: dict) -> None:
         self.apply(self.core.set_locators(body.get("joined", []), body.get("leaving", []), monotonic_ms()))
 
-    def on_hello(self, _topic: bytes, body: dict) -> None:
-        if body.get("a") == "router":  # it (re)started: its forwarding table is empty
-            self.apply(self.core.solicit_now(monotonic_ms()))
+    def on_forwarding(self, _topic: bytes, body: dict) -> None:
+        epoch = body.get("epoch")
+        if self.forwarding_epoch is not None and epoch != self.forwarding_epoch:
+            self.apply(self.core.solicit_now(monotonic_ms()))  # the router restarted: empty table
+        self.forwarding_epoch = epoch
 
     def on_peer_moved(self, _topic: bytes, body: dict) -> None:
         log.info("event=peer_moved nid=%s locs=%s", format64(body["nid"]),

@@ -8,11 +8,11 @@ from __future__ import annotations
 import logging
 import time
 
-from bus import topics
+from ..proto import topics
 from bus.actor import DRAIN_LIMIT, Actor
 from bus.rundir import RunDir
 
-from ..addr import format64
+from ..proto.addr import format64
 from ..config import NodeConfig
 from .emulate import LinkEmulator
 from .socket import OWN, UnderlaySocket

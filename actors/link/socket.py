@@ -4,7 +4,7 @@ from __future__ import annotations
 import socket
 import struct
 
-from ..addr import multicast_group
+from ..proto.addr import multicast_group
 
 IPV6_MULTICAST_ALL = getattr(socket, "IPV6_MULTICAST_ALL", 29)  # Linux; not in every Python
 _PKTINFO = struct.Struct("16sI")

@@ -40,10 +40,11 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import ClassVar
 
-from actors.addr import ALL_NODES
-from actors.mobility.wire import Ack, LocatorUpdateWireError, decode, encode_ack, encode_update
+from ..proto.addr import ALL_NODES
+from ..proto.frames import TxItem
+from ..proto.locator_update import Ack, LocatorUpdateWireError, decode, encode_ack, encode_update
+from ..proto.numbers import NH_LOCATOR_UPDATE
 
-NEXT_HEADER = 44
 _U64 = 1 << 64
 SEQ_MOD = 1 << 32  # the sequence option is 32 bits
 
@@ -68,7 +69,7 @@ class PublishLocators:
 
 
 @dataclass(frozen=True)
-class Transmit:
+class SendUpdate:
     """A next-header-44 packet for the router (`ilnp.tx`); the router stamps the nonce."""
     dst_nid: int
     dst_locs: tuple[int, ...]
@@ -76,15 +77,15 @@ class Transmit:
     body: bytes
     seq: int | None = None
 
-    next_header: ClassVar[int] = NEXT_HEADER
+    next_header: ClassVar[int] = NH_LOCATOR_UPDATE
 
     @property
     def opts(self) -> dict | None:
         return None if self.seq is None else {"seq": self.seq}
 
-    def tx_item(self) -> list:
-        """The `ilnp.tx` item: [dst_nid, [dst_loc...], next_header, payload, via, opts]."""
-        return [self.dst_nid, list(self.dst_locs), NEXT_HEADER, self.body, self.via, self.opts]
+    def tx_item(self) -> TxItem:
+        """The `ilnp.tx` item."""
+        return TxItem(self.dst_nid, list(self.dst_locs), NH_LOCATOR_UPDATE, self.body, self.via, self.opts)
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ class PeerMoved:
         return {"nid": self.nid, "locs": list(self.locs), "via": self.via}
 
 
-Action = PublishLocators | Transmit | PeerMoved
+Action = PublishLocators | SendUpdate | PeerMoved
 
 
 # ---------------------------------------------------------------- helpers
@@ -317,7 +318,7 @@ class MobilityCore:
             p.retries_left -= 1
             p.deadline = now + self.retry_interval
             self.counters["update_retries"] += 1
-            actions.append(Transmit(nid, p.dst_locs, None, p.body, p.seq))
+            actions.append(SendUpdate(nid, p.dst_locs, None, p.body, p.seq))
         return actions
 
     # ------------------------------------------------------------ moving
@@ -347,7 +348,7 @@ class MobilityCore:
             self._next_seq = (seq + 1) % SEQ_MOD
             self._pending[nid] = _Pending(seq, locs, body, self.retries, now + self.retry_interval)
             self.counters["updates_sent"] += 1
-            actions.append(Transmit(nid, locs, None, body, seq))
+            actions.append(SendUpdate(nid, locs, None, body, seq))
         return actions
 
     # ------------------------------------------------------------ receiving
@@ -371,7 +372,7 @@ class MobilityCore:
         if ALL_NODES in locs:
             self.counters["update_bad_locator"] += 1
             return []
-        ack = Transmit(src_nid, (locs[0],), arrival_loc, encode_ack(), seq)
+        ack = SendUpdate(src_nid, (locs[0],), arrival_loc, encode_ack(), seq)
         if seq is not None:
             seen = self._seen.get(src_nid)
             if seen is not None and seen[0] == nonce:  # a new nonce = a new sequence space

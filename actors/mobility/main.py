@@ -11,13 +11,15 @@ import json
 import logging
 import time
 
-from bus import topics
-from bus.actor import Actor, CoreTimer, monotonic_ms
+from ..proto import topics
+from bus.actor import CoreTimer, monotonic_ms
 from bus.rundir import RunDir, write_atomic
 
-from ..addr import AddressError, format64, parse_locator_set
 from ..config import NodeConfig
-from .core import MobilityCore, PeerMoved, PublishLocators, Transmit
+from ..proto.addr import AddressError, format64, parse_locator_set
+from ..proto.frames import RxItem
+from ..registry import open_actor
+from .core import MobilityCore, PeerMoved, PublishLocators, SendUpdate
 
 log = logging.getLogger("mobility")
 STATE_FILE = "locators.json"
@@ -26,7 +28,7 @@ STATE_FILE = "locators.json"
 class MobilityShell:
     def __init__(self, config: NodeConfig, run: RunDir):
         self.run = run
-        self.actor = actor = Actor("mobility", run, requires=(topics.STATE_SESSIONS,))
+        self.actor = actor = open_actor("mobility", run, requires=(topics.STATE_SESSIONS,))
         # Peers remember our last update sequence number: start above any earlier run's.
         first_seq = (time.time_ns() // 10_000_000) % (1 << 32)
         self.core = MobilityCore(
@@ -36,7 +38,7 @@ class MobilityShell:
         self.timer = CoreTimer(actor, self.core.next_deadline, lambda now: self.apply(self.core.on_timer(now)))
         actor.subscribe(topics.STATE_SESSIONS, self.on_sessions)
         actor.subscribe(topics.STATE_HOSTS, self.on_hosts)
-        actor.subscribe(topics.ilnp_rx(topics.NH_LOCATOR_UPDATE), self.on_rx)
+        actor.subscribe(topics.ILNP_RX_LOCATOR_UPDATE, self.on_rx)
         actor.owns(topics.STATE_LOCATORS, lambda: self.core.locators().body())
         actor.command("locators", self.cmd_locators)
         actor.command("move", self.cmd_move)
@@ -47,7 +49,7 @@ class MobilityShell:
     def apply(self, actions: list) -> None:
         for action in actions:
             kind = type(action)
-            if kind is Transmit:
+            if kind is SendUpdate:
                 self.actor.emit(topics.ILNP_TX, action.tx_item())
             elif kind is PublishLocators:
                 self.actor.publish(topics.STATE_LOCATORS, action.body())
@@ -67,7 +69,12 @@ class MobilityShell:
         now = monotonic_ms()
         actions = []
         for item in body.get("p", ()):
-            actions.extend(self.core.receive(item[0], item[1], item[4], item[5], item[6], now))
+            try:
+                rx = RxItem(*item)
+            except TypeError:
+                self.actor.counters["bad_rx_items"] += 1
+                continue
+            actions.extend(self.core.receive(rx.src_loc, rx.src_nid, rx.arrival_loc, rx.payload, rx.opts, now))
         self.apply(actions)
 
     def cmd_locators(self) -> dict:

@@ -24,10 +24,12 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from ..discovery.replica import HostReplica
-from ..router.wire import HEADER_LEN as ILNP_HEADER_LEN
-from ..stp.wire import HEADER_LEN as STP_HEADER_LEN
-from ..stp.wire import StpError, decode, encode
+from ..proto.frames import TxItem
+from ..proto.ilnp import HEADER_LEN as ILNP_HEADER_LEN
+from ..proto.numbers import NH_STP
+from ..proto.stp import HEADER_LEN as STP_HEADER_LEN
+from ..proto.stp import StpError, decode, encode
+from ..stp.replica import HostReplica
 
 SAVED_VERSION = 1
 
@@ -55,6 +57,9 @@ class SendStp:
     nid: int
     locs: list
     segment: bytes
+
+    def tx_item(self) -> TxItem:
+        return TxItem(self.nid, self.locs, NH_STP, self.segment)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,10 @@
 """The router actor: RouterCore behind the bus.
 
 link.rx -> core.receive -> link.tx (forwarding, flood) and ilnp.rx.* (delivery);
-ilnp.tx -> core.send -> link.tx. Owns state.sessions and the STP port bindings
-(kept on disk too, so bound applications survive a restart of this actor).
+ilnp.tx -> core.send -> link.tx. Owns state.sessions, state.ports (the STP port
+bindings, kept on disk too, so bound applications survive a restart of this actor),
+state.forwarding (the epoch of its forwarding table: a new one means it starts empty)
+and the [ext] peer state (peers.json: a restart must not change our nonces).
 """
 from __future__ import annotations
 
@@ -10,35 +12,39 @@ import json
 import logging
 import time
 
-from bus import topics
-from bus.actor import Actor, CoreTimer, monotonic_ms
+from bus.actor import CoreTimer, monotonic_ms
 from bus.rundir import RunDir, pid_alive, write_atomic
 
-from ..addr import format64
 from ..config import NodeConfig
-from .core import BindError, Deliver, Refused, RouterCore, SessionsChanged, Transmit
+from ..proto import topics
+from ..proto.addr import format64
+from ..proto.frames import LinkItem
+from ..ratelog import RateLimitedLog
+from ..registry import open_actor
+from .core import Deliver, Refused, RouterCore, SessionsChanged
+from .ports import BindError
 
 log = logging.getLogger("router")
 PORTS_FILE = "stp-ports.json"
-PEERS_FILE = "peers.json"  # [ext] peers and nonces: a restart must not change our nonce
+PEERS_FILE = "peers.json"
 
 
 class RouterShell:
     def __init__(self, config: NodeConfig, run: RunDir):
         self.run = run
-        self.actor = actor = Actor("router", run, requires=(topics.STATE_LOCATORS,))
+        self.actor = actor = open_actor("router", run, requires=(topics.STATE_LOCATORS,))
         self.core = RouterCore(
             config.nid, hop_limit=config.hop_limit, mtu=config.mtu,
             route_lifetime_ms=config.route_lifetime_ms,
             session_lifetime_ms=config.session_lifetime_ms,
             nonce_length=config.nonce_length,
-            echo_window_ms=0,  # the link drops our own looped-back transmissions already
             is_owner_alive=lambda owner: pid_alive(int(owner)))
+        self.epoch = time.time_ns()  # this incarnation's forwarding table
         self.sessions: list = []
         self.inboxes: dict[int, str] = {}  # STP port -> the binder's inbox endpoint
         self.timer = CoreTimer(actor, self.core.next_deadline,
                                lambda now: self.apply(self.core.on_timer(now)))
-        self._last_refused_log = 0.0
+        self.ratelog = RateLimitedLog(log)
         self._load_ports()
         self._load_peers()
         actor.subscribe(topics.LINK_RX, self.on_link_rx)
@@ -46,18 +52,21 @@ class RouterShell:
         actor.subscribe(topics.STATE_LOCATORS, self.on_locators)
         actor.subscribe(topics.MOB_PEER, self.on_peer_moved)
         actor.owns(topics.STATE_SESSIONS, lambda: {"sessions": self.sessions})
+        actor.owns(topics.STATE_PORTS, self.ports_body)
+        actor.owns(topics.STATE_FORWARDING, lambda: {"epoch": self.epoch})
         actor.command("sessions", self.cmd_sessions)
         actor.command("routes", self.cmd_routes)
         actor.command("bind", self.cmd_bind)
         actor.command("unbind", self.cmd_unbind)
-        actor.command("ports", lambda: {str(p): o for p, o in self.core.bindings().items()})
-        actor.status_extra = lambda: {"core": dict(self.core.counters)}
+        actor.command("ports", lambda: {str(p): o for p, o in self.core.ports.bindings().items()})
+        actor.status_extra = lambda: {"core": dict(self.core.counters + self.core.peers.counters
+                                                   + self.core.ports.counters)}
 
     # ---- data path ----------------------------------------------------------
     def on_link_rx(self, _topic: bytes, body: dict) -> None:
         now = monotonic_ms()
         receive, apply = self.core.receive, self.apply
-        for arrival, datagram in body.get("p", ()):
+        for arrival, datagram in body.get("p", ()):  # frames.LinkItem
             actions = receive(arrival, datagram, now)
             if actions:
                 apply(actions)
@@ -69,7 +78,7 @@ class RouterShell:
         send, apply = self.core.send, self.apply
         for item in body.get("p", ()):
             try:
-                dst_nid, dst_locs, nh, payload, via, opts = item
+                dst_nid, dst_locs, nh, payload, via, opts = item  # frames.TxItem
             except (TypeError, ValueError):
                 self.actor.counters["bad_tx_items"] += 1
                 continue
@@ -83,8 +92,8 @@ class RouterShell:
         emit = self.actor.emit
         for action in actions:
             kind = type(action)
-            if kind is Transmit:
-                emit(topics.LINK_TX, [action.out_loc, action.datagram])
+            if kind is LinkItem:
+                emit(topics.LINK_TX, action)
             elif kind is Deliver:
                 topic = (topics.stp_rx(action.port) if action.port is not None
                          else topics.ilnp_rx(action.next_header))
@@ -96,12 +105,9 @@ class RouterShell:
                 self._log_refused(action)
 
     def _log_refused(self, action: Refused) -> None:
-        now = time.monotonic()
-        if now - self._last_refused_log > 1.0:  # at most a line a second, never per packet
-            self._last_refused_log = now
-            log.warning("event=send_refused reason=%s size=%d mtu=%d dst_nid=%s total=%d",
-                        action.reason, action.size, self.core.mtu, format64(action.dst_nid),
-                        self.core.counters[action.reason])
+        self.ratelog.warning(action.reason, "event=send_refused reason=%s size=%d mtu=%d dst_nid=%s total=%d",
+                             action.reason, action.size, self.core.mtu, format64(action.dst_nid),
+                             self.core.counters[action.reason])
 
     # ---- state -------------------------------------------------------------
     def on_locators(self, _topic: bytes, body: dict) -> None:
@@ -112,6 +118,9 @@ class RouterShell:
         if isinstance(via, int):
             self.core.route_hint(body.get("locs", ()), via, monotonic_ms())
             self.timer.arm()
+
+    def ports_body(self) -> dict:
+        return {"ports": self.core.ports.bindings()}
 
     # ---- requests -----------------------------------------------------------
     def cmd_sessions(self) -> list:
@@ -124,22 +133,31 @@ class RouterShell:
 
     def cmd_bind(self, port: int, pid: int, inbox: str | None = None) -> int:
         """Bind an STP port for process `pid`; its segments are pushed to `inbox`."""
+        bound = self._bind(port, pid, inbox)
+        self._ports_changed()
+        return bound
+
+    def _bind(self, port, pid, inbox) -> int:
         try:
-            bound = self.core.bind(port, int(pid))
+            bound = self.core.ports.bind(port, int(pid))
         except BindError as exc:
             raise ValueError(str(exc)) from None
         if inbox:
             self.inboxes[bound] = inbox
             self.actor.direct.route(topics.stp_rx(bound), inbox)
-        self._save_ports()
         return bound
 
     def cmd_unbind(self, port: int) -> bool:
-        released = self.core.unbind(port)
+        released = self.core.ports.unbind(port)
         if self.inboxes.pop(port, None):
             self.actor.direct.unroute(topics.stp_rx(port))
-        self._save_ports()
+        self._ports_changed()
         return released
+
+    def _ports_changed(self) -> None:
+        data = {str(p): [o, self.inboxes.get(p)] for p, o in self.core.ports.bindings().items()}
+        write_atomic(self.run.path / PORTS_FILE, json.dumps(data).encode())
+        self.actor.publish(topics.STATE_PORTS, self.ports_body())
 
     def _load_ports(self) -> None:
         """Bindings of a previous incarnation whose owners still live: {port: [pid, inbox]}."""
@@ -148,30 +166,26 @@ class RouterShell:
         except (OSError, ValueError):
             return
         for port, entry in saved.items():
-            pid, inbox = (entry, None) if isinstance(entry, int) else (entry[0], entry[1])
-            if pid_alive(int(pid)):
-                try:
-                    self.cmd_bind(int(port), int(pid), inbox)
-                except ValueError:
-                    pass
+            try:
+                pid, inbox = entry
+                if pid_alive(int(pid)):
+                    self._bind(int(port), int(pid), inbox)
+            except (TypeError, ValueError):
+                pass
 
     def _load_peers(self) -> None:
         try:
-            self.core.restore_peer_state(json.loads((self.run.path / PEERS_FILE).read_text()))
+            self.core.peers.restore(json.loads((self.run.path / PEERS_FILE).read_text()))
         except (OSError, ValueError):
             pass
-        self._peers_saved = self.core.peer_state_size()
+        self._peers_saved = self.core.peers.size()
 
     def _save_peers_if_changed(self) -> None:
         """Once per batch, one integer compare; a write only when a new peer appears."""
-        size = self.core.peer_state_size()
+        size = self.core.peers.size()
         if size != self._peers_saved:
             self._peers_saved = size
-            write_atomic(self.run.path / PEERS_FILE, json.dumps(self.core.peer_state()).encode())
-
-    def _save_ports(self) -> None:
-        data = {str(p): [o, self.inboxes.get(p)] for p, o in self.core.bindings().items()}
-        write_atomic(self.run.path / PORTS_FILE, json.dumps(data).encode())
+            write_atomic(self.run.path / PEERS_FILE, json.dumps(self.core.peers.state()).encode())
 
 
 def main(config: NodeConfig, run: RunDir) -> None:

@@ -15,12 +15,15 @@ import os
 import time
 from collections import deque
 
-from bus import topics
-from bus.client import BusClient, RequestError, request
+from bus.client import BusClient, RequestError, RequestRefused, request
 from bus.rundir import RunDir, find_run_dir
 
-from ..discovery.replica import HostReplica
-from .wire import StpError, decode, encode
+from ..proto import topics
+from ..proto.frames import RxItem, TxItem
+from ..proto.numbers import NH_STP
+from ..proto.stp import StpError, decode, encode
+from .binding import AskBind, AskUnbind, Bound, PortBinder
+from .replica import HostReplica
 
 __all__ = ["StpSocket", "StpSocketError", "HostNotFound", "Ilv"]
 
@@ -57,16 +60,16 @@ class StpSocket:
         except (RequestError, RuntimeError) as exc:
             raise StpSocketError(str(exc)) from None
         self.port = None
-        try:
-            # the router pushes our port's segments straight into our inbox
-            self.port = request(self.run, "router", "bind", port=port, pid=os.getpid(),
-                                inbox=self.bus.inbox_endpoint, timeout=timeout)
-        except RequestError as exc:
+        self.timeout = timeout
+        self.binder = PortBinder(os.getpid())
+        failure = self._bind(self.binder.want(port, _now_ms()))
+        if self.port is None:
             self.bus.close()
-            raise StpSocketError(str(exc)) from None
+            raise StpSocketError(failure or f"port {port} could not be bound")
         self.hosts = HostReplica()
         self.bus.subscribe(topics.stp_rx(self.port), direct=True)
         self.bus.subscribe(topics.STATE_HOSTS)
+        self.bus.subscribe(topics.STATE_PORTS)
         self._inbox: deque = deque()
         self.dropped_malformed = 0
         try:
@@ -75,6 +78,33 @@ class StpSocket:
         except RequestError as exc:
             self.close()
             raise StpSocketError(str(exc)) from None
+
+    def _bind(self, actions: list) -> str | None:
+        """Carry out the port binder's requests (blocking: we are an application, not an
+        actor); the router pushes our port's segments straight into our inbox. Returns
+        why the last wish failed, if it did."""
+        failure = None
+        while actions:
+            action = actions.pop(0)
+            kind = type(action)
+            if kind is AskBind:
+                try:
+                    ok, result = True, request(self.run, "router", "bind", port=action.port, pid=os.getpid(),
+                                               inbox=self.bus.inbox_endpoint, timeout=self.timeout)
+                except RequestRefused as exc:
+                    ok, result = False, str(exc)
+                except RequestError as exc:
+                    ok, result = None, str(exc)
+                actions.extend(self.binder.on_bind_reply(action.port, ok, result, _now_ms()))
+                failure = None if ok else result
+            elif kind is AskUnbind:
+                try:
+                    request(self.run, "router", "unbind", port=action.port, timeout=1.0)
+                except RequestError:
+                    pass  # the router reclaims a dead owner's port anyway
+            elif kind is Bound:
+                self.port = action.port
+        return failure
 
     # ---- sending ------------------------------------------------------------
     def _resolve(self, host: str) -> tuple[int, list[int]]:
@@ -102,8 +132,7 @@ class StpSocket:
         host, dst_port = address
         nid, locs = self._resolve(host)
         src = self.port
-        items = [[nid, locs, topics.NH_STP, encode(src, dst_port, data), None, None] for data in datas]
-        self.bus.publish(topics.ILNP_TX, {"p": items})
+        self.bus.send(topics.ILNP_TX, [TxItem(nid, locs, NH_STP, encode(src, dst_port, data)) for data in datas])
 
     # ---- receiving ----------------------------------------------------------
     def _pump(self, timeout: float | None) -> None:
@@ -113,15 +142,19 @@ class StpSocket:
             topic, body = frame
             if topic == topics.STATE_HOSTS:
                 self.hosts.load(body.get("hosts"))
+            elif topic == topics.STATE_PORTS:
+                if isinstance(body.get("ports"), dict):  # the router restarted and forgot us?
+                    self._bind(self.binder.on_router_ports(body["ports"], _now_ms()))
             else:
                 for item in body.get("p", ()):
                     try:
-                        src_port, _dst, data = decode(item[5])
-                    except (StpError, IndexError, TypeError):
+                        rx = RxItem(*item)
+                        src_port, _dst, data = decode(rx.payload)
+                    except (StpError, TypeError):
                         self.dropped_malformed += 1
                         continue
-                    entry = _Received((data, (self.hosts.name_of(item[0], item[1]), src_port)))
-                    entry.ilv = Ilv(item[0], item[2], item[4])
+                    entry = _Received((data, (self.hosts.name_of(rx.src_loc, rx.src_nid), src_port)))
+                    entry.ilv = Ilv(rx.src_loc, rx.dst_loc, rx.arrival_loc)
                     self._inbox.append(entry)
             frame = self.bus.recv(0)
 
@@ -150,10 +183,7 @@ class StpSocket:
     # ---- lifetime -----------------------------------------------------------
     def close(self) -> None:
         if self.port is not None:
-            try:
-                request(self.run, "router", "unbind", port=self.port, timeout=1.0)
-            except RequestError:
-                pass  # the router reclaims a dead owner's port anyway
+            self._bind(self.binder.release(self.port, _now_ms()))
             self.port = None
         self.bus.close()
 
@@ -162,3 +192,7 @@ class StpSocket:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _now_ms() -> int:
+    return time.monotonic_ns() // 1_000_000

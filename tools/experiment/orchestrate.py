@@ -24,8 +24,8 @@ from typing import Callable
 
 import tomli_w
 
-from actors.addr import format64
-from bus import topics
+from actors.proto.addr import format64
+from actors.proto import topics
 from bus.client import BusClient, RequestError, request
 from bus.rundir import RunDir
 

@@ -34,14 +34,6 @@ def format64(value: int) -> str:
     return ":".join(f"{(value >> shift) & 0xFFFF:x}" for shift in (48, 32, 16, 0))
 
 
-def parse_ilv(text: str) -> tuple[int, int]:
-    """Parse `LOC:NID` (8 groups) into (locator, nid)."""
-    groups = text.strip().split(":")
-    if len(groups) != 8:
-        raise AddressError(f"{text!r} is not an I-LV of 8 hex groups (LOC:NID)")
-    return parse64(":".join(groups[:4])), parse64(":".join(groups[4:]))
-
-
 def format_ilv(loc: int, nid: int) -> str:
     return f"{format64(loc)}:{format64(nid)}"
 
@@ -60,13 +52,3 @@ def parse_schedule(text: str) -> list[list[int]]:
     if any(not s.strip() for s in steps):
         raise AddressError(f"{text!r} is not a schedule like 0:0:0:a-0:0:0:b,0:0:0:c")
     return [parse_locator_set(s) for s in steps]
-
-
-def multicast_group(loc: int, tag: int) -> str:
-    """The IPv6 multicast group of a locator: ff12:0:TAG:0:l1:l2:l3:l4."""
-    return f"ff12:0:{tag & 0xFFFF:x}:0:{format64(loc)}"
-
-
-def group_to_locator(packed16: bytes) -> int:
-    """Locator of a multicast group given as 16 packed bytes (the low 64 bits)."""
-    return int.from_bytes(packed16[8:16], "big")

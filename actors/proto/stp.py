@@ -28,10 +28,3 @@ def decode(segment: bytes) -> tuple[int, int, bytes]:
         raise StpError(f"STP segment of {len(segment)} bytes is shorter than its 4-byte header")
     src, dst = _unpack_ports(segment)
     return src, dst, segment[HEADER_LEN:]
-
-
-def dst_port(segment: bytes) -> int:
-    """The destination port alone (the router's demultiplexing key)."""
-    if len(segment) < HEADER_LEN:
-        raise StpError(f"STP segment of {len(segment)} bytes is shorter than its 4-byte header")
-    return (segment[2] << 8) | segment[3]

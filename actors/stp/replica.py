@@ -6,7 +6,7 @@ and still follows a remote's moves.
 """
 from __future__ import annotations
 
-from ..addr import format_ilv
+from ..proto.addr import format_ilv
 
 
 class HostReplica:

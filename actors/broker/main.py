@@ -4,8 +4,8 @@ from __future__ import annotations
 from bus.broker import serve
 from bus.rundir import RunDir
 
-from .addr import format64
-from .config import NodeConfig
+from ..proto.addr import format64
+from ..config import NodeConfig
 
 
 def main(config: NodeConfig, run: RunDir) -> None:

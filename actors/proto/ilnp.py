@@ -8,15 +8,13 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
+from .numbers import NH_DESTOPTS
+
 HEADER_LEN = 40
 HEADER = struct.Struct("!IHBBQQQQ")  # version|tc|flow, payload length, nh, hop, 4 x 64-bit
 _unpack_header_from = HEADER.unpack_from
 _pack_header = HEADER.pack
 
-NH_STP = 42
-NH_DISCOVERY = 43
-NH_LOCATOR_UPDATE = 44
-NH_DESTOPTS = 60  # [ext] RFC 8200 destination options
 VERSIONS = (0, 6)  # the original sends 0; we send 6
 
 OPT_PAD1 = 0x00

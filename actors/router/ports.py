@@ -1,0 +1,64 @@
+"""The STP port registry: which process holds each STP port on this node.
+
+Pure: whether an owner still lives is asked of a callable the shell gives (pid_alive).
+A port held by an owner that is gone is reclaimed; binding a port the same owner
+already holds is allowed (idempotent); port 0 picks a free ephemeral port.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Callable
+
+from ..proto.numbers import EPHEMERAL_FIRST, EPHEMERAL_LAST
+
+
+class BindError(ValueError):
+    """A port that cannot be bound (in use by a live owner, out of range, none free)."""
+
+
+class PortRegistry:
+    def __init__(self, is_owner_alive: Callable[[Any], bool] | None = None):
+        self._is_owner_alive = is_owner_alive or (lambda owner: True)
+        self._ports: dict[int, Any] = {}  # STP port -> owner
+        self._next_ephemeral = EPHEMERAL_FIRST
+        self.counters: Counter = Counter()
+
+    def __contains__(self, port: int) -> bool:
+        return port in self._ports
+
+    def bind(self, port: int, owner: Any) -> int:
+        """Bind `port` for `owner` (port 0: any free ephemeral port); returns the port."""
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise BindError(f"port {port!r} is not 0-65535")
+        if port == 0:
+            return self._bind_ephemeral(owner)
+        holder = self._ports.get(port, owner)
+        if holder != owner:
+            if self._is_owner_alive(holder):
+                raise BindError(f"port {port} is already bound by {holder}")
+            self.counters["stale_reclaimed"] += 1
+        self._ports[port] = owner
+        return port
+
+    def _bind_ephemeral(self, owner: Any) -> int:
+        size = EPHEMERAL_LAST - EPHEMERAL_FIRST + 1
+        start = self._next_ephemeral - EPHEMERAL_FIRST
+        for stale_ok in (False, True):  # prefer a free port, then a dead owner's
+            for i in range(size):
+                port = EPHEMERAL_FIRST + (start + i) % size
+                holder = self._ports.get(port)
+                if holder is None or (stale_ok and not self._is_owner_alive(holder)):
+                    if holder is not None:
+                        self.counters["stale_reclaimed"] += 1
+                    self._ports[port] = owner
+                    self._next_ephemeral = EPHEMERAL_FIRST + (port + 1 - EPHEMERAL_FIRST) % size
+                    return port
+        raise BindError(f"no free ephemeral port ({EPHEMERAL_FIRST}-{EPHEMERAL_LAST})")
+
+    def unbind(self, port: int) -> bool:
+        """Release a port; False if it was not bound."""
+        return self._ports.pop(port, None) is not None
+
+    def bindings(self) -> dict[int, Any]:
+        """port -> owner, a copy."""
+        return dict(self._ports)
