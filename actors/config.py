@@ -15,6 +15,7 @@ from .proto.addr import AddressError, parse64, parse_schedule
 from .registry import config_sections
 
 CONF_ENV = "ILNP_CONF"
+UNDERLAY_KINDS = ("ipv6-multicast",)  # actors/link/kinds.py implements each (a test checks)
 
 
 class ConfigError(ValueError):
@@ -36,6 +37,7 @@ class NodeConfig:
     schedule: list[list[int]]
     move_time_ms: int = 20_000
     handoff_time_ms: int = 10_000
+    underlay_kind: str = "ipv6-multicast"
     interface: str = "eth0"
     port: int = 10000
     group_tag: int = 0
@@ -66,6 +68,7 @@ _SPEC: dict[str, tuple] = {
     "locators.schedule": (str, "schedule", parse_schedule, None, ""),
     "locators.move_time": ((int, float), "move_time_ms", _seconds, lambda v: v > 0, "> 0"),
     "locators.handoff_time": ((int, float), "handoff_time_ms", _seconds, lambda v: v >= 0, ">= 0"),
+    "underlay.kind": (str, "underlay_kind", None, lambda v: v in UNDERLAY_KINDS, " or ".join(UNDERLAY_KINDS)),
     "underlay.interface": (str, "interface", None, lambda v: 0 < len(v) <= 15, "an interface name"),
     "underlay.port": (int, "port", None, lambda v: 1 <= v <= 65535, "1-65535"),
     "underlay.group_tag": (int, "group_tag", None, lambda v: -1 <= v <= 0xFFFF,

@@ -237,7 +237,7 @@ def test_entries_expire_after_three_wait_times():
     assert core.next_deadline() <= expiry
     assert changed(core.on_timer(expiry)) == 1
     assert core.resolve("bob") == []
-    assert core.name_of_nid(BOB) is None
+    assert core.hosts(expiry) == []
     assert core.counters["host_entries_expired"] == 1
 
 
@@ -299,7 +299,7 @@ def test_peer_moved_to_nothing_forgets_the_peer():
     core = make([A])
     core.receive(A, BOB, A, adv(BOB, A, "bob"), 0)
     assert core.peer_moved(BOB, [], 100) == [HostsChanged()]
-    assert core.name_of_nid(BOB) is None and core.hosts(100) == []
+    assert core.resolve("bob") == [] and core.hosts(100) == []
 
 
 def test_resolve_most_recently_seen_first_across_nids():
@@ -319,8 +319,6 @@ def test_name_lookups():
     core.receive(B, BOB, A, adv(BOB, B, "bob"), 1)
     assert core.name_of(B, BOB) == "bob"
     assert core.name_of(A, BOB) is None
-    assert core.name_of_nid(BOB) == "bob"
-    assert core.name_of_nid(ROUTER) is None
 
 
 def test_hosts_rows_sorted_with_locators_newest_first():

@@ -124,7 +124,7 @@ def test_hard_handoff_loss_is_measured_and_reported(tmp_path):
 
 FORGE = r"""
 import socket, sys
-from actors.proto.addr import multicast_group
+from actors.link.ipv6_multicast import multicast_group
 from actors.proto.locator_update import encode_update
 from actors.proto.ilnp import encode, encode_destopts
 from actors.proto.numbers import NH_DESTOPTS, NH_LOCATOR_UPDATE

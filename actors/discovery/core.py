@@ -195,10 +195,6 @@ class DiscoveryCore:
         node = self._nodes.get(nid)
         return node.hostname if node is not None and loc in node.locs else None
 
-    def name_of_nid(self, nid: int) -> str | None:
-        node = self._nodes.get(nid)
-        return node.hostname if node is not None else None
-
     def hosts(self, now: int) -> list[HostRow]:
         rows = []
         for nid, node in self._nodes.items():

@@ -1,56 +1,67 @@
-"""The link actor: joins the groups of the node's locators and moves datagrams.
+"""The link actor: joins the node's locators on its underlay and moves datagrams.
 
-link.tx (from the router) -> UDP multicast on the locator's group;
-UDP -> link.rx with the arrival locator. State it follows: state.locators (mobility).
+link.tx (from the router) -> Underlay.send on the locator's network;
+Underlay.recv_batch -> link.rx with the arrival locator. State it follows:
+state.locators (mobility). The underlay (underlay.kind) is chosen in kinds.py.
 """
 from __future__ import annotations
 
 import logging
-import time
 
-from ..proto import topics
-from bus.actor import DRAIN_LIMIT, Actor
+from bus.actor import DRAIN_LIMIT
 from bus.rundir import RunDir
 
-from ..proto.addr import format64
 from ..config import NodeConfig
+from ..proto import topics
+from ..proto.addr import format64
+from ..proto.frames import LinkItem
+from ..ratelog import RateLimitedLog
+from ..registry import open_actor
 from .emulate import LinkEmulator
-from .socket import OWN, UnderlaySocket
+from .kinds import open_underlay
 
 log = logging.getLogger("link")
 
 
 class LinkShell:
     def __init__(self, config: NodeConfig, run: RunDir):
-        self.config = config
-        self.actor = Actor("link", run, requires=(topics.STATE_LOCATORS,))
-        self.sock = UnderlaySocket(config.interface, config.port, config.group_tag,
-                                   loopback=config.multicast_loop)
+        self.mtu = config.mtu
+        self.actor = open_actor("link", run, requires=(topics.STATE_LOCATORS,))
+        self.underlay = open_underlay(config)
         em = config.emulate
         self.emulator = LinkEmulator(em.drop, em.duplicate, em.delay_ms)
         self.counters = self.actor.counters
-        self._last_oversize_log = 0.0
+        self.ratelog = RateLimitedLog(log)
         self.actor.subscribe(topics.STATE_LOCATORS, self.on_locators)
         self.actor.subscribe(topics.LINK_TX, self.on_tx)
-        self.actor.add_reader(self.sock, self.on_readable)
-        self.actor.command("joined", lambda: [format64(loc) for loc in sorted(self.sock.joined)])
-        self.actor.status_extra = lambda: {"joined": [format64(x) for x in sorted(self.sock.joined)]}
+        self.actor.add_reader(self.underlay, self.on_readable)
+        self.actor.command("joined", self.joined)
+        self.actor.status_extra = lambda: {"joined": self.joined(), "underlay": self.underlay.kind,
+                                           "core": dict(self.underlay.counters)}
+
+    def joined(self) -> list[str]:
+        return [format64(loc) for loc in sorted(self.underlay.joined)]
 
     def on_locators(self, _topic: bytes, body: dict) -> None:
-        wanted = set(body.get("joined", ()))
-        for loc in wanted - set(self.sock.joined):
-            self.sock.join(loc)
-            log.info("event=join locator=%s", format64(loc))
-        for loc in set(self.sock.joined) - wanted:
-            self.sock.leave(loc)
+        wanted, joined = set(body.get("joined", ())), self.underlay.joined
+        for loc in wanted - joined:
+            try:
+                self.underlay.join(loc)
+                log.info("event=join locator=%s", format64(loc))
+            except (OSError, TypeError, ValueError) as exc:
+                self.counters["join_errors"] += 1
+                log.error("event=join_failed locator=%r error=%r", loc, str(exc))
+        for loc in joined - wanted:
+            self.underlay.leave(loc)
             log.info("event=leave locator=%s", format64(loc))
 
     def on_tx(self, _topic: bytes, body: dict) -> None:
-        mtu, send, counters = self.config.mtu, self.sock.send, self.counters
-        for loc, datagram in body.get("p", ()):
+        mtu, send, counters = self.mtu, self.underlay.send, self.counters
+        for loc, datagram in body.get("p", ()):  # frames.LinkItem
             if len(datagram) > mtu:
                 counters["tx_oversize"] += 1
-                self._log_oversize(len(datagram))
+                self.ratelog.warning("oversize", "event=tx_oversize size=%d mtu=%d total=%d",
+                                     len(datagram), mtu, counters["tx_oversize"])
                 continue
             try:
                 if send(loc, datagram):
@@ -60,36 +71,19 @@ class LinkShell:
             except OSError:
                 counters["tx_errors"] += 1
 
-    def _log_oversize(self, size: int) -> None:
-        now = time.monotonic()
-        if now - self._last_oversize_log > 1.0:  # a log line per second at most, not per packet
-            self._last_oversize_log = now
-            log.warning("event=tx_oversize size=%d mtu=%d total=%d", size, self.config.mtu,
-                        self.counters["tx_oversize"])
-
     def on_readable(self) -> int:
-        recv, emit, counters = self.sock.recv, self.actor.emit, self.counters
-        emulating, mtu = self.emulator.active, self.config.mtu
-        for taken in range(DRAIN_LIMIT):
-            got = recv()
-            if got is None:
-                return taken
-            if got is OWN:  # multicast loopback of what we sent: never costs a bus hop
-                counters["rx_own"] += 1
-                continue
-            loc, data = got
-            if loc is None:
-                counters["rx_unknown_group"] += 1
-                continue
+        batch = self.underlay.recv_batch(DRAIN_LIMIT)
+        emit, counters, mtu = self.actor.emit, self.counters, self.mtu
+        for loc, data in batch:
             if len(data) > mtu:  # the link's MTU holds both ways: bigger is not an overlay frame
                 counters["rx_oversize"] += 1
                 continue
             counters["rx"] += 1
-            if emulating:
+            if self.emulator.active:
                 self._emulate(loc, data)
             else:
-                emit(topics.LINK_RX, [loc, data])
-        return DRAIN_LIMIT
+                emit(topics.LINK_RX, LinkItem(loc, data))
+        return len(batch)
 
     def _emulate(self, loc: int, data: bytes) -> None:
         copies = self.emulator.copies()
@@ -97,15 +91,15 @@ class LinkShell:
         for _ in range(copies):
             if self.emulator.delay_ms:
                 self.actor.call_later(self.emulator.delay_ms / 1000,
-                                      lambda: self.actor.emit(topics.LINK_RX, [loc, data]))
+                                      lambda: self.actor.emit(topics.LINK_RX, LinkItem(loc, data)))
             else:
-                self.actor.emit(topics.LINK_RX, [loc, data])
+                self.actor.emit(topics.LINK_RX, LinkItem(loc, data))
 
     def run(self) -> None:
         try:
             self.actor.run()
         finally:
-            self.sock.close()
+            self.underlay.close()
 
 
 def main(config: NodeConfig, run: RunDir) -> None:

@@ -1,15 +1,24 @@
-"""The underlay socket: one UDP/IPv6 socket joined to the multicast group of each locator."""
+"""The IPv6 multicast underlay (PROTOCOL.md "Underlay"): one group per locator.
+
+The group of locator l1:l2:l3:l4 is ff12:0:TAG:0:l1:l2:l3:l4 (TAG keeps overlays of
+different users apart); every node of an overlay uses one UDP port; hop limit 1.
+"""
 from __future__ import annotations
 
 import socket
 import struct
 
-from ..proto.addr import multicast_group
+from ..proto.addr import format64
+from .underlay import Underlay
 
 IPV6_MULTICAST_ALL = getattr(socket, "IPV6_MULTICAST_ALL", 29)  # Linux; not in every Python
 _PKTINFO = struct.Struct("16sI")
 BUFFER = 16 * 1024 * 1024
-OWN = (None, b"")  # what recv() returns for our own looped-back transmission
+
+
+def multicast_group(loc: int, tag: int) -> str:
+    """The IPv6 multicast group of a locator: ff12:0:TAG:0:l1:l2:l3:l4."""
+    return f"ff12:0:{tag & 0xFFFF:x}:0:{format64(loc)}"
 
 
 def set_buffer(sock: socket.socket, opt: int, force_opt: int) -> None:
@@ -38,7 +47,7 @@ def interface_addresses(interface: str) -> set[str]:
     return found
 
 
-class UnderlaySocket:
+class Ipv6MulticastUnderlay(Underlay):
     """Receives with the arrival group (IPV6_PKTINFO) and sends to a locator's group.
 
     Shares the port with other node instances on the host (SO_REUSEPORT; multicast is
@@ -50,6 +59,7 @@ class UnderlaySocket:
     """
 
     def __init__(self, interface: str, port: int, tag: int, loopback: bool = True):
+        super().__init__()
         self.port = port
         self.tag = tag
         self.ifindex = socket.if_nametoindex(interface)
@@ -74,11 +84,19 @@ class UnderlaySocket:
         self.tx_port = tx.getsockname()[1]
         self.own_addresses = interface_addresses(interface)
         self.ancbufsize = socket.CMSG_SPACE(_PKTINFO.size)
-        self.joined: dict[int, tuple] = {}  # locator -> destination address tuple
-        self.group_to_loc: dict[bytes, int] = {}
+        self._dest: dict[int, tuple] = {}  # locator -> destination address tuple
+        self._group_to_loc: dict[bytes, int] = {}
+
+    @classmethod
+    def from_config(cls, config) -> "Ipv6MulticastUnderlay":
+        return cls(config.interface, config.port, config.group_tag, loopback=config.multicast_loop)
 
     def fileno(self) -> int:
         return self.sock.fileno()
+
+    @property
+    def joined(self) -> frozenset[int]:
+        return frozenset(self._dest)
 
     def _mreq(self, group: str) -> bytes:
         return socket.inet_pton(socket.AF_INET6, group) + struct.pack("@I", self.ifindex)
@@ -86,36 +104,43 @@ class UnderlaySocket:
     def join(self, loc: int) -> None:
         group = multicast_group(loc, self.tag)
         self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, self._mreq(group))
-        self.joined[loc] = (group, self.port, 0, self.ifindex)
-        self.group_to_loc[socket.inet_pton(socket.AF_INET6, group)] = loc
+        self._dest[loc] = (group, self.port, 0, self.ifindex)
+        self._group_to_loc[socket.inet_pton(socket.AF_INET6, group)] = loc
 
     def leave(self, loc: int) -> None:
-        dest = self.joined.pop(loc, None)
+        dest = self._dest.pop(loc, None)
         if dest is None:
             return
-        packed = socket.inet_pton(socket.AF_INET6, dest[0])
-        self.group_to_loc.pop(packed, None)
+        self._group_to_loc.pop(socket.inet_pton(socket.AF_INET6, dest[0]), None)
         try:
             self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_LEAVE_GROUP, self._mreq(dest[0]))
         except OSError:
             pass
 
-    def recv(self) -> tuple[int | None, bytes] | None:
-        """One datagram and its arrival locator (None if not a joined group); None if none
-        ready; OWN for a looped-back transmission of our own."""
-        try:
-            data, anc, _flags, addr = self.sock.recvmsg(65535, self.ancbufsize)
-        except BlockingIOError:
-            return None
-        if addr[1] == self.tx_port and addr[0].split("%")[0] in self.own_addresses:
-            return OWN
-        for level, kind, cdata in anc:
-            if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO:
-                return self.group_to_loc.get(cdata[:16]), data
-        return None, data
+    def recv_batch(self, limit: int) -> list[tuple[int, bytes]]:
+        recvmsg, ancbufsize, counters = self.sock.recvmsg, self.ancbufsize, self.counters
+        tx_port, own, group_to_loc = self.tx_port, self.own_addresses, self._group_to_loc
+        out = []
+        for _ in range(limit):
+            try:
+                data, anc, _flags, addr = recvmsg(65535, ancbufsize)
+            except BlockingIOError:
+                break
+            if addr[1] == tx_port and addr[0].split("%")[0] in own:
+                counters["rx_own"] += 1  # multicast loopback of what we sent: never costs a bus hop
+                continue
+            loc = None
+            for level, kind, cdata in anc:
+                if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO:
+                    loc = group_to_loc.get(cdata[:16])
+            if loc is None:
+                counters["rx_unknown_group"] += 1
+                continue
+            out.append((loc, data))
+        return out
 
     def send(self, loc: int, datagram: bytes) -> bool:
-        dest = self.joined.get(loc)
+        dest = self._dest.get(loc)
         if dest is None:
             # Left a moment ago (the router had not heard yet): membership only governs
             # receiving, so the frame still goes out; the caller counts it.

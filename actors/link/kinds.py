@@ -1,0 +1,13 @@
+"""The underlays a node can run on, by their `underlay.kind` name in the node config."""
+from __future__ import annotations
+
+from .ipv6_multicast import Ipv6MulticastUnderlay
+from .underlay import Underlay
+
+UNDERLAYS: dict[str, type[Underlay]] = {
+    "ipv6-multicast": Ipv6MulticastUnderlay,
+}
+
+
+def open_underlay(config) -> Underlay:
+    return UNDERLAYS[config.underlay_kind].from_config(config)

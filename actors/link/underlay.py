@@ -1,0 +1,59 @@
+"""The Underlay interface: what carries the overlay's datagrams between nodes.
+
+A locator names a virtual network; an underlay maps each locator it joins to
+something it can send to and receive from (an IPv6 multicast group today; an IPv4
+group or a list of unicast peers next), and tells, for each datagram it receives,
+the locator it arrived on. The link actor drives one underlay and knows nothing of
+how it works. To add one: subclass Underlay and list it in kinds.py under its
+`underlay.kind` name (docs/DESIGN.md, "Add an underlay").
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import Counter
+
+
+class Underlay(ABC):
+    """One underlay endpoint of a node. Every method is non-blocking.
+
+    `counters` holds the underlay's own drops (its own looped-back transmissions,
+    datagrams from networks it has not joined), which the link reports."""
+
+    def __init__(self) -> None:
+        self.counters: Counter = Counter()
+
+    @classmethod
+    @abstractmethod
+    def from_config(cls, config) -> "Underlay":
+        """Open one from the node config (actors.config.NodeConfig)."""
+
+    @abstractmethod
+    def fileno(self) -> int:
+        """What the link's loop polls for readable datagrams."""
+
+    @property
+    @abstractmethod
+    def joined(self) -> frozenset[int]:
+        """The locators joined now."""
+
+    @abstractmethod
+    def join(self, loc: int) -> None:
+        """Start receiving the virtual network `loc` (OSError if the system refuses)."""
+
+    @abstractmethod
+    def leave(self, loc: int) -> None:
+        """Stop receiving `loc` (nothing happens if it was not joined)."""
+
+    @abstractmethod
+    def send(self, loc: int, datagram: bytes) -> bool:
+        """Send one datagram on `loc`; False if `loc` is not joined (sent all the same:
+        membership governs receiving only). OSError if the system refuses."""
+
+    @abstractmethod
+    def recv_batch(self, limit: int) -> list[tuple[int, bytes]]:
+        """Up to `limit` received datagrams with their arrival locator, oldest first;
+        [] when none is ready. Own transmissions and strays are dropped and counted."""
+
+    @abstractmethod
+    def close(self) -> None:
+        ...

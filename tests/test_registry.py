@@ -1,0 +1,79 @@
+"""One actor registry (actors/registry.py): supervisord.conf, the config schema, topic
+routing and the actor packages all agree with it."""
+from __future__ import annotations
+
+import configparser
+import importlib
+from pathlib import Path
+
+import pytest
+
+from actors import config, registry
+from actors.link.kinds import UNDERLAYS
+from actors.proto import topics
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def supervisord_programs() -> dict[str, configparser.SectionProxy]:
+    parser = configparser.RawConfigParser()
+    parser.read(ROOT / "supervisord.conf")
+    return {s.split(":", 1)[1]: parser[s] for s in parser.sections() if s.startswith("program:")}
+
+
+def test_supervisord_runs_exactly_the_registered_actors_in_their_order():
+    programs = supervisord_programs()
+    assert list(programs) == [entry.name for entry in registry.ACTORS]
+    for entry in registry.ACTORS:
+        program = programs[entry.name]
+        assert program["command"] == f"ilnp-actor {entry.name}"
+        assert int(program["priority"]) == entry.priority
+        assert program["autorestart"] == "true"
+
+
+def test_the_broker_starts_before_every_actor():
+    broker = registry.spec("broker")
+    assert all(entry.priority > broker.priority for entry in registry.ACTORS if entry is not broker)
+
+
+def test_every_config_section_is_read_by_a_registered_actor_and_back():
+    schema_sections = {key.split(".")[0] for key in config._SPEC if "." in key}
+    assert schema_sections == registry.config_sections()
+
+
+def test_a_section_no_actor_reads_is_refused():
+    with pytest.raises(config.ConfigError, match=r"unknown section \[stream\]"):
+        config.parse_config({"hostname": "a", "nid": "1:0:0:1", "locators": {"schedule": "0:0:0:a"},
+                             "stream": {"port": 1}})
+
+
+def test_every_data_topic_has_exactly_one_consumer():
+    for topic in topics.DATA_TOPICS:
+        consumers = [entry.name for entry in registry.ACTORS if topic in entry.consumes]
+        assert len(consumers) == 1, (topic, consumers)
+    consumed = {t for entry in registry.ACTORS for t in entry.consumes}
+    assert consumed == set(topics.DATA_TOPICS)
+
+
+@pytest.mark.parametrize("entry", registry.ACTORS, ids=lambda e: e.name)
+def test_every_entry_names_a_shell_with_main(entry):
+    module = importlib.import_module(entry.module)
+    assert callable(module.main)
+
+
+@pytest.mark.parametrize("entry", [e for e in registry.ACTORS if e.serves_requests], ids=lambda e: e.name)
+def test_every_actor_shell_opens_its_own_registry_entry(entry):
+    """So the bus runtime gets the topics the registry says it consumes."""
+    source = (ROOT / (entry.module.replace(".", "/") + ".py")).read_text()
+    assert f'open_actor("{entry.name}"' in source
+
+
+def test_every_actor_package_is_registered_and_shared_packages_have_no_shell():
+    packages = {p.parent.name for p in (ROOT / "actors").glob("*/__init__.py")}
+    with_shell = {p for p in packages if (ROOT / "actors" / p / "main.py").exists()}
+    assert with_shell == {entry.name for entry in registry.ACTORS}
+    assert packages - with_shell == {"proto", "stp"}
+
+
+def test_config_knows_every_underlay_kind_the_link_implements():
+    assert set(config.UNDERLAY_KINDS) == set(UNDERLAYS)
