@@ -58,6 +58,8 @@ class Ipv6MulticastUnderlay(Underlay):
     keep their sender's NID), is recognised by source address and port and dropped.
     """
 
+    kind = "ipv6-multicast"
+
     def __init__(self, interface: str, port: int, tag: int, loopback: bool = True):
         super().__init__()
         self.port = port

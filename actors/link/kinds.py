@@ -4,9 +4,7 @@ from __future__ import annotations
 from .ipv6_multicast import Ipv6MulticastUnderlay
 from .underlay import Underlay
 
-UNDERLAYS: dict[str, type[Underlay]] = {
-    "ipv6-multicast": Ipv6MulticastUnderlay,
-}
+UNDERLAYS: dict[str, type[Underlay]] = {cls.kind: cls for cls in (Ipv6MulticastUnderlay,)}
 
 
 def open_underlay(config) -> Underlay:

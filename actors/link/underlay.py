@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import Counter
+from typing import ClassVar
 
 
 class Underlay(ABC):
@@ -18,6 +19,8 @@ class Underlay(ABC):
 
     `counters` holds the underlay's own drops (its own looped-back transmissions,
     datagrams from networks it has not joined), which the link reports."""
+
+    kind: ClassVar[str]  # its `underlay.kind` name (kinds.py)
 
     def __init__(self) -> None:
         self.counters: Counter = Counter()
