@@ -127,7 +127,8 @@ class BusClient:
     def wait_ready(self, timeout: float = 5.0) -> None:
         """Say hello until it comes back; frames that arrive meanwhile are kept for recv()."""
         watching_hello = HELLO in self._subscribed
-        self.sub.setsockopt(zmq.SUBSCRIBE, HELLO)
+        if not watching_hello:  # zmq counts subscriptions: one of ours is enough
+            self.sub.setsockopt(zmq.SUBSCRIBE, HELLO)
         deadline = time.monotonic() + timeout
         try:
             while time.monotonic() < deadline:

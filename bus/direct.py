@@ -6,7 +6,9 @@ the caller's business: the bus names no actor and no topic). A publisher keeps o
 socket per consumer endpoint. Unlike PUB/SUB there is no subscription to wait for (a
 PUSH queues until its peer is back) and nothing is dropped silently: a full queue is
 a refused send, and a topic whose endpoint nobody has bound has no consumer; the
-publisher counts both.
+publisher counts both. Once connected, a PUSH queues while its consumer restarts, from
+the moment zmq has noticed the disconnect: the few frames sent just as the consumer
+died are lost, and the new consumer counts them as gaps in the sequence numbers.
 """
 from __future__ import annotations
 

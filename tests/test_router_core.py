@@ -608,3 +608,11 @@ def test_peer_state_survives_a_restart_of_the_router():
     assert delivered and delivered[0].item[6]["nonce_ok"] is False
     again.peers.restore({"ext": ["x"]})
     assert again.peers.counters["bad_peer_state"] == 1
+
+
+def test_unbind_by_another_owner_leaves_the_port_alone():
+    core = make()
+    core.ports.bind(1000, 11)
+    assert core.ports.unbind(1000, 22) is False
+    assert core.ports.bindings() == {1000: 11}
+    assert core.ports.unbind(1000, 11) is True and core.ports.bindings() == {}

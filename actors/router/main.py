@@ -147,11 +147,13 @@ class RouterShell:
             self.actor.direct.route(topics.stp_rx(bound), inbox)
         return bound
 
-    def cmd_unbind(self, port: int) -> bool:
-        released = self.core.ports.unbind(port)
-        if self.inboxes.pop(port, None):
-            self.actor.direct.unroute(topics.stp_rx(port))
-        self._ports_changed()
+    def cmd_unbind(self, port: int, pid: int | None = None) -> bool:
+        """Release an STP port (only if process `pid` holds it, when given)."""
+        released = self.core.ports.unbind(port, None if pid is None else int(pid))
+        if released:
+            if self.inboxes.pop(port, None):
+                self.actor.direct.unroute(topics.stp_rx(port))
+            self._ports_changed()
         return released
 
     def _ports_changed(self) -> None:

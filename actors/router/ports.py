@@ -55,9 +55,13 @@ class PortRegistry:
                     return port
         raise BindError(f"no free ephemeral port ({EPHEMERAL_FIRST}-{EPHEMERAL_LAST})")
 
-    def unbind(self, port: int) -> bool:
-        """Release a port; False if it was not bound."""
-        return self._ports.pop(port, None) is not None
+    def unbind(self, port: int, owner: Any = None) -> bool:
+        """Release a port (only if `owner` holds it, when given); False if nothing was released."""
+        holder = self._ports.get(port)
+        if holder is None or (owner is not None and holder != owner):
+            return False
+        del self._ports[port]
+        return True
 
     def bindings(self) -> dict[int, Any]:
         """port -> owner, a copy."""

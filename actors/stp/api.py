@@ -99,7 +99,7 @@ class StpSocket:
                 failure = None if ok else result
             elif kind is AskUnbind:
                 try:
-                    request(self.run, "router", "unbind", port=action.port, timeout=1.0)
+                    request(self.run, "router", "unbind", port=action.port, pid=os.getpid(), timeout=1.0)
                 except RequestError:
                     pass  # the router reclaims a dead owner's port anyway
             elif kind is Bound:

@@ -13,6 +13,11 @@ Pure: time comes in as int ms; actions go out as frozen dataclasses:
   Unanswered(port), Lost(port)
 Port 0 asks for an ephemeral port: the router's answer names it, and from then on
 that port is the one wanted (Bound carries it).
+
+A port released while its bind is still in flight is given back if the answer grants
+it; a port the router's table shows as ours that we once asked for and no longer want
+(a bind that timed out but was carried out later) is given back too. An unbind names
+its owner, so the router never frees another process's port on our behalf.
 """
 from __future__ import annotations
 
@@ -71,6 +76,8 @@ class PortBinder:
         self.retry_max_ms = retry_max_ms
         self._ports: dict[int, _Port] = {}
         self._releasing: dict[int, int | None] = {}  # port -> when to ask again (None: asking)
+        self._abandoned: set[int] = set()  # released while a bind was in flight
+        self._asked: set[int] = set()      # ports we asked for (a late bind may still land)
         self.counters: Counter = Counter()
 
     # ---- what the owner wants --------------------------------------------------
@@ -79,31 +86,43 @@ class PortBinder:
         self._releasing.pop(port, None)
         if port in self._ports:
             return []
+        if port in self._abandoned:  # wanted again before its answer came: wait for it
+            self._abandoned.discard(port)
+            self._ports[port] = _Port(state=ASKING)
+            return []
         self._ports[port] = entry = _Port()
         return self._ask(port, entry)
 
     def release(self, port: int, now: int) -> list:
         """Stop holding `port`; the router is told (retried until it has heard)."""
         entry = self._ports.pop(port, None)
-        if entry is None or entry.state in (WANT, REFUSED) or port == 0:
-            return []  # the router never gave it to us
-        self._releasing[port] = None
-        return [AskUnbind(port)]
+        if entry is None:
+            return []
+        if entry.state == ASKING:
+            self._abandoned.add(port)  # settle it when the answer comes
+            return []
+        if entry.state != BOUND:
+            return []  # the router never gave it to us (a late bind is caught by the table)
+        return self._give_back(port)
 
     # ---- what the router says ----------------------------------------------------
     def on_bind_reply(self, port: int, ok: bool | None, result, now: int) -> list:
         """The answer to AskBind(port): ok True (result: the port bound), False (result:
         the router's reason), None (no answer in time)."""
+        granted = result if port == 0 else port
+        if ok and not (isinstance(granted, int) and 0 < granted <= 65535):
+            ok, result = False, f"bad answer {result!r}"
+        if port in self._abandoned:  # released while we asked
+            self._abandoned.discard(port)
+            return self._give_back(granted) if ok else []
         entry = self._ports.get(port)
-        if ok and port == 0 and isinstance(result, int) and entry is not None:
+        if entry is None or entry.state != ASKING:
+            return []  # a stray or late answer: the router's table has told us already
+        if port == 0 and ok:
             del self._ports[0]
-            port, entry = result, self._ports.setdefault(result, _Port())
-        if entry is None:
-            # Released while we asked: give back what the router just gave us.
-            if ok and port != 0:
-                self._releasing[port] = None
-                return [AskUnbind(port)]
-            return []
+            port = granted
+            self._ports[port] = entry
+            self._asked.add(port)
         if ok:
             entry.state, entry.retry_at, entry.backoff_ms, entry.reason = BOUND, None, 0, ""
             return [Bound(port)]
@@ -129,8 +148,14 @@ class PortBinder:
     def on_router_ports(self, table: dict, now: int) -> list:
         """The router's state.ports table (port -> owner): it is the truth. A port of ours
         missing there was forgotten (asked again at once); a port another held and that
-        is free now is asked for at once."""
+        is free now is asked for at once; one we asked for and no longer want is given back."""
         actions: list = []
+        for port in sorted(self._asked):
+            if table.get(port) != self.owner:
+                if port not in self._ports:
+                    self._asked.discard(port)  # not ours at the router, not wanted: forget it
+            elif port not in self._ports and port not in self._releasing and port not in self._abandoned:
+                actions.extend(self._give_back(port))
         for port, entry in self._ports.items():
             if port == 0:
                 continue
@@ -182,7 +207,12 @@ class PortBinder:
 
     def _ask(self, port: int, entry: _Port) -> list:
         entry.state, entry.retry_at = ASKING, None
+        self._asked.add(port)
         return [AskBind(port)]
+
+    def _give_back(self, port: int) -> list:
+        self._releasing[port] = None
+        return [AskUnbind(port)]
 
     def _retry_later(self, entry: _Port, now: int) -> None:
         entry.backoff_ms = min(self.retry_max_ms, entry.backoff_ms * 2 or self.retry_first_ms)

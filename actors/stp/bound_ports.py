@@ -55,7 +55,7 @@ class BoundPorts:
                     port=port, pid=machine.owner, inbox=self.inbox)
             elif kind is AskUnbind:
                 self.actor.ask(ROUTER, "unbind", lambda ok, _res, port=port: self.do(
-                    machine.on_unbind_reply(port, ok, now())), TIMEOUT_S, port=port)
+                    machine.on_unbind_reply(port, ok, now())), TIMEOUT_S, port=port, pid=machine.owner)
             else:
                 self.on_event(action)
         self.timer.arm()
