@@ -100,7 +100,14 @@ def _sweep(lab: Lab, rates: list[float], duration: float, size: int, raw: bool, 
 
 
 def _best(results: list[dict]) -> float:
-    return max((r["rate"] for r in results if r["lossless"]), default=0)
+    """The highest rate lossless with every lower rate lossless too: a lossless step after
+    a lossy one is a queue still filling at capacity, not a rate the path sustains."""
+    best = 0
+    for r in results:  # ascending
+        if not r["lossless"]:
+            break
+        best = r["rate"]
+    return best
 
 
 @click.command(cls=OneLineCommand)

@@ -11,23 +11,30 @@ import time
 
 import click
 
+from actors.proto import topics
 from actors.proto.addr import format64
+from actors.proto.frames import LinkItem, RxItem, TxItem
 from bus.client import BusClient, RequestError
 
 from .common import OneLineCommand, json_option, node, run_dir_option
 
+
 def _describe_item(topic: bytes, item) -> str:
-    if topic.startswith(b"link.") and isinstance(item, list) and len(item) == 2:
-        return f"{format64(item[0])} {_header_summary(item[1])}"
-    if topic.startswith(b"ilnp.rx.") and isinstance(item, list) and len(item) >= 6:
-        src_loc, src_nid, dst_loc, dst_nid, arrival, payload = item[:6]
-        return (f"{format64(src_loc)}:{format64(src_nid)} -> {format64(dst_loc)}:{format64(dst_nid)}"
-                f" on {format64(arrival)} {len(payload)}B")
-    if topic == b"ilnp.tx" and isinstance(item, list) and len(item) >= 5:
-        dst_nid, dst_locs, nh, payload, via = item[:5]
-        locs = ",".join(format64(x) for x in dst_locs or ())
-        via_s = f" via {format64(via)}" if via is not None else ""
-        return f"to {locs}:{format64(dst_nid)} nh {nh} {len(payload)}B{via_s}"
+    try:
+        if topic in (topics.LINK_RX, topics.LINK_TX):
+            link = LinkItem(*item)
+            return f"{format64(link.loc)} {_header_summary(link.datagram)}"
+        if topic.startswith(topics.ILNP_RX):
+            rx = RxItem(*item)
+            return (f"{format64(rx.src_loc)}:{format64(rx.src_nid)} -> {format64(rx.dst_loc)}:"
+                    f"{format64(rx.dst_nid)} on {format64(rx.arrival_loc)} {len(rx.payload)}B")
+        if topic == topics.ILNP_TX:
+            tx = TxItem(*item)
+            locs = ",".join(format64(x) for x in tx.dst_locs or ())
+            via_s = f" via {format64(tx.via)}" if tx.via is not None else ""
+            return f"to {locs}:{format64(tx.dst_nid)} nh {tx.next_header} {len(tx.payload)}B{via_s}"
+    except (TypeError, ValueError):
+        pass  # not the layout its topic promises: shown raw
     return repr(item)[:120]
 
 
@@ -59,13 +66,13 @@ def _locs(values) -> str:
 def _pretty_state(topic: bytes, body: dict) -> str:
     """State frames with locators and NIDs written out; anything else as JSON-ish."""
     try:
-        if topic == b"state.locators":
+        if topic == topics.STATE_LOCATORS:
             return f"cur={_locs(body['cur'])} joined={_locs(body['joined'])} leaving={_locs(body['leaving'])}"
-        if topic == b"state.hosts":
+        if topic == topics.STATE_HOSTS:
             return " ".join(f"{h}={format64(nid)}@{_locs(locs)}" for h, nid, locs, *_ in body["hosts"]) or "(none)"
-        if topic == b"state.sessions":
+        if topic == topics.STATE_SESSIONS:
             return " ".join(f"{format64(loc)}:{format64(nid)}" for loc, nid in body["sessions"]) or "(none)"
-        if topic == b"mob.peer":
+        if topic == topics.MOB_PEER:
             return f"nid={format64(body['nid'])} locs={_locs(body['locs'])}"
     except (KeyError, TypeError, ValueError):
         pass
