@@ -28,7 +28,7 @@ log = logging.getLogger("actor")
 HWM = 50_000
 DRAIN_LIMIT = 128  # frames or datagrams taken from one source before looking at others
 HELLO_RETRY_S = 0.1
-_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)  # plain ints: no enum wrapping per packet
+_EVENTS, _POLLIN, _POLLOUT = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.POLLOUT)  # plain ints: no enum wrapping per packet
 
 
 Handler = Callable[[bytes, dict], None]
@@ -113,6 +113,7 @@ class Actor:
         self._asked: dict[int, ReplyCallback] = {}        # request id -> who waits
         self._rids = itertools.count(1)
         self._readers: dict[int, Callable[[], None]] = {}
+        self._writers: dict[int, Callable[[], None]] = {}
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
         self._timer_seq = itertools.count()
         self._seq: dict[bytes, int] = {}
@@ -205,12 +206,33 @@ class Actor:
         """callback() reads what is ready without blocking (the loop polls for it)."""
         fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
         self._readers[fd] = callback
-        self.poller.register(fd, zmq.POLLIN)
+        self._repoll(fd)
 
     def remove_reader(self, fileobj) -> None:
         fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
         if self._readers.pop(fd, None) is not None:
-            self.poller.unregister(fd)
+            self._repoll(fd)
+
+    def add_writer(self, fileobj, callback: Callable[[], None]) -> None:
+        """callback() when the fd can be written (e.g. a socket whose buffer was full)."""
+        fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
+        self._writers[fd] = callback
+        self._repoll(fd)
+
+    def remove_writer(self, fileobj) -> None:
+        fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
+        if self._writers.pop(fd, None) is not None:
+            self._repoll(fd)
+
+    def _repoll(self, fd: int) -> None:
+        flags = (zmq.POLLIN if fd in self._readers else 0) | (zmq.POLLOUT if fd in self._writers else 0)
+        if flags:
+            self.poller.register(fd, flags)  # registering again modifies
+        else:
+            try:
+                self.poller.unregister(fd)
+            except KeyError:
+                pass
 
     def call_later(self, delay_s: float, fn: Callable[[], None]) -> None:
         heapq.heappush(self._timers, (time.monotonic() + delay_s, next(self._timer_seq), fn))
@@ -432,7 +454,7 @@ class Actor:
                 finally:
                     self._sleeping = False
             busy = bool(ready)
-            for sock, _ in ready:
+            for sock, events in ready:
                 if sock is inbox or sock is sub:
                     self._drain_sub(sock)
                 elif sock is ctl:
@@ -440,9 +462,14 @@ class Actor:
                 elif sock in self._asker_socks:
                     self._take_answers(sock)
                 else:
-                    callback = readers.get(sock)
-                    if callback is not None:
-                        callback()
+                    if events & _POLLOUT:
+                        callback = self._writers.get(sock)
+                        if callback is not None:
+                            callback()
+                    if events & ~_POLLOUT:
+                        callback = readers.get(sock)
+                        if callback is not None:
+                            callback()
             if self._timers:
                 self._run_timers()
             self.flush()

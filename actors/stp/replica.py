@@ -31,6 +31,12 @@ class HostReplica:
         """(nid, [locators, preferred first]) or None if not (yet) discovered."""
         return self.by_name.get(hostname)
 
+    def locators_of(self, nid: int) -> list[int]:
+        """The locators of a NID (newest first) if the host table knows it by its name."""
+        name = self.by_nid.get(nid)
+        found = self.by_name.get(name) if name is not None else None
+        return list(found[1]) if found is not None and found[0] == nid else []
+
     def name_of(self, loc: int, nid: int) -> str:
         """The hostname of an I-LV, or the I-LV itself written out if unknown."""
         return self.by_nid.get(nid) or format_ilv(loc, nid)
