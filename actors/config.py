@@ -51,6 +51,9 @@ class NodeConfig:
     update_interval_ms: int = 1000
     nonce_length: int = 12
     accept_updates_without_nonce: bool = True
+    stream_bind: str = "127.0.0.1"
+    stream_idle_timeout_ms: int = 30_000
+    stream_keepalive_ms: int = 10_000
     proxy_port: int = 10001
     proxy_bind: str = "127.0.0.1"
     emulate: Emulation = field(default_factory=Emulation)
@@ -83,6 +86,9 @@ _SPEC: dict[str, tuple] = {
     "mobility.update_interval": ((int, float), "update_interval_ms", _seconds, lambda v: v > 0, "> 0"),
     "mobility.nonce_length": (int, "nonce_length", None, lambda v: v in (4, 12), "4 or 12"),
     "mobility.accept_updates_without_nonce": (bool, "accept_updates_without_nonce", None, None, ""),
+    "stream.bind": (str, "stream_bind", None, lambda v: 0 < len(v) <= 64, "an address to listen on"),
+    "stream.idle_timeout": ((int, float), "stream_idle_timeout_ms", _seconds, lambda v: 1 <= v <= 3600, "1-3600"),
+    "stream.keepalive": ((int, float), "stream_keepalive_ms", _seconds, lambda v: 0.1 <= v <= 600, "0.1-600"),
     "proxy.port": (int, "proxy_port", None, lambda v: 1 <= v <= 65535, "1-65535"),
     "proxy.bind": (str, "proxy_bind", None, None, ""),
     "link.emulate.drop": ((int, float), "drop", float, lambda v: 0 <= v <= 1, "0-1"),

@@ -34,6 +34,7 @@ ACTORS: tuple[ActorSpec, ...] = (
               (topics.ILNP_RX_LOCATOR_UPDATE,), priority=30),
     ActorSpec("echo", "actors.echo.main", priority=40),
     ActorSpec("proxy", "actors.proxy.main", ("proxy",), priority=40),
+    ActorSpec("stream", "actors.stream.main", ("stream",), priority=40),
 )
 
 BY_NAME = {spec.name: spec for spec in ACTORS}

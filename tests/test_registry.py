@@ -42,9 +42,9 @@ def test_every_config_section_is_read_by_a_registered_actor_and_back():
 
 
 def test_a_section_no_actor_reads_is_refused():
-    with pytest.raises(config.ConfigError, match=r"unknown section \[stream\]"):
+    with pytest.raises(config.ConfigError, match=r"unknown section \[nosuch\]"):
         config.parse_config({"hostname": "a", "nid": "1:0:0:1", "locators": {"schedule": "0:0:0:a"},
-                             "stream": {"port": 1}})
+                             "nosuch": {"port": 1}})
 
 
 def test_every_data_topic_has_exactly_one_consumer():

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(iproute2 netcat-openbsd socat iperf3 procps)
+APT_PACKAGES=(iproute2 netcat-openbsd socat iperf3 procps curl openssh-server openssh-client)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
