@@ -15,9 +15,8 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-@pytest.fixture
-def make_lab(tmp_path):
-    """make_lab(base="router", defaults=..., nodes=...) -> an up Lab; downed at teardown."""
+def _lab_maker(tmp_path):
+    """make(base="router", defaults=..., nodes=...) -> an up Lab; then down_all()."""
     from tools.lab import Lab
 
     made = []
@@ -29,7 +28,25 @@ def make_lab(tmp_path):
         lab.up(write_topology(tmp_path, base, defaults, nodes), timeout=timeout)
         return lab
 
-    yield _make
-    for lab in made:
-        left = lab.down()
-        assert not left, f"lab {lab.name} left behind: {left}"
+    def down_all():
+        for lab in made:
+            left = lab.down()
+            assert not left, f"lab {lab.name} left behind: {left}"
+
+    return _make, down_all
+
+
+@pytest.fixture
+def make_lab(tmp_path):
+    """make_lab(base="router", defaults=..., nodes=...) -> an up Lab; downed at teardown."""
+    make, down_all = _lab_maker(tmp_path)
+    yield make
+    down_all()
+
+
+@pytest.fixture(scope="module")
+def make_lab_module(tmp_path_factory):
+    """make_lab for a lab shared by the tests of one module."""
+    make, down_all = _lab_maker(tmp_path_factory.mktemp("lab"))
+    yield make
+    down_all()

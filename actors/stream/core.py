@@ -279,6 +279,7 @@ class StreamCore:
             if len(conn.held) >= MAX_HELD:
                 self.counters["held_dropped"] += 1
             else:
+                self.counters["held"] += 1
                 conn.held.append(data)
             return []
         conn.link.receive(data, now / 1000)
@@ -288,10 +289,11 @@ class StreamCore:
         return any(s.unwritten > HIGH_WATER for s in conn.streams.values())
 
     def _release_held(self, conn: _Conn, now: int) -> list:
+        actions: list = []
         while conn.held and not self._slow(conn):
             conn.link.receive(conn.held.popleft(), now / 1000)
-            self._handle_events(conn, now)  # writes may make it slow again
-        return self._flush(conn, now)
+            actions.extend(self._handle_events(conn, now))  # writes may make it slow again
+        return actions + self._flush(conn, now)
 
     # ---- QUIC events and output ------------------------------------------------------------
     def _flush(self, conn: _Conn, now: int) -> list:

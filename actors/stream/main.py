@@ -233,6 +233,9 @@ class StreamShell:
             self.apply(self.core.tcp_written(conn.cid, written, now))
 
     def _drop(self, conn: LocalConn, reset: bool = False) -> None:
+        if conn.queued:
+            self.actor.counters["local_bytes_lost"] += conn.queued
+            log.warning("event=local_closed_with_data cid=%d queued=%d reset=%s", conn.cid, conn.queued, reset)
         self.conns.pop(conn.cid, None)
         self.actor.remove_reader(conn)
         self.actor.remove_writer(conn)
@@ -259,8 +262,8 @@ class StreamShell:
                 written = conn.write(data)
                 if conn.wants_write():
                     self.actor.add_writer(conn, lambda conn=conn: self.on_writable(conn))
-                if written and kind is TcpWrite:
-                    self.apply(self.core.tcp_written(conn.cid, min(written, len(data)), monotonic_ms()))
+                if written:
+                    self.apply(self.core.tcp_written(conn.cid, written, monotonic_ms()))
             elif kind is TcpShutdown:
                 conn.shutdown_pending = True
                 conn.flush()
