@@ -38,9 +38,9 @@ class Served:
         wait_discovered(lab, [("alice", "bob"), ("bob", "alice")])
         self.http = lab.popen("bob", [sys.executable, "-m", "http.server", str(HTTP_PORT), "--bind", "127.0.0.1",
                                       "--directory", str(www)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        tool(lab, "bob", "ilnp-forward", "serve", "80", "--to", f"127.0.0.1:{HTTP_PORT}")
+        served = tool_json(lab, "bob", "ilnp-forward", "serve", "80", "--to", f"127.0.0.1:{HTTP_PORT}")
+        assert served == {"kind": "serve", "stp_port": 80, "to": f"127.0.0.1:{HTTP_PORT}", "bound": True}
         tool(lab, "alice", "ilnp-forward", "listen", "9080", "bob", "80")
-        wait_for(lambda: tool_json(lab, "bob", "ilnp-forward", "list")["serve"][0]["bound"], 10, "bob's port bound")
 
     def fetch(self, name: str, timeout: float = 120) -> str:
         """curl through alice's forward; the sha256 of what arrived."""
@@ -88,6 +88,13 @@ def test_a_far_service_that_is_down_fails_fast_with_a_reason(served):
     assert time.monotonic() - started < 3.0  # a process start and a round trip, not a timeout
     assert proc.returncode == 1
     assert proc.stderr.strip() == "ilnp-connect: the far service refused the connection"
+
+
+def test_serving_a_port_another_process_holds_is_refused_and_not_kept(served):
+    proc = tool(served.lab, "bob", "ilnp-forward", "serve", "7", "--to", "127.0.0.1:1", check=False)  # echo's
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("ilnp-forward: stream: STP port 7 is in use on this node")
+    assert 7 not in [f["stp_port"] for f in tool_json(served.lab, "bob", "ilnp-forward", "list")["serve"]]
 
 
 def test_a_host_that_does_not_exist_is_named(served):

@@ -28,12 +28,12 @@ DEFAULT_RATES = "5000,10000,15000,20000,25000,30000,35000,40000,50000,60000"
 RECV_PORT = 5000
 
 
-def _topology(tmp: Path) -> Path:
+def _topology(tmp: Path, extra_defaults: str = "") -> Path:
     repo = Path(__file__).resolve().parents[1]
     text = (repo / "conf" / "lab" / "router.toml").read_text()
     text = text.replace('conf = "../', f'conf = "{repo}/conf/')
     path = tmp / "bench-router.toml"
-    path.write_text("[defaults]\ndiscovery.wait_time = 2.0\n\n" + text)
+    path.write_text("[defaults]\ndiscovery.wait_time = 2.0\n" + extra_defaults + "\n" + text)
     return path
 
 
@@ -122,8 +122,24 @@ def _best(results: list[dict]) -> float:
               help="The sender writes what is due every TICK seconds as one burst (0: each packet alone).")
 @click.option("--no-underlay", is_flag=True, help="Skip the raw underlay baseline.")
 @click.option("--json", "json_path", default=None, help="Also write the figures to this file.")
-def main(lab_name, rates, duration, size, ping_count, tick, no_underlay, json_path):
+@click.option("--streams", is_flag=True,
+              help="Instead: bulk TCP through the stream relay (1 and 8 connections, with and without 5% loss).")
+@click.option("--stream-mb", type=click.IntRange(1, 1000), default=50, show_default=True,
+              help="With --streams: MB per connection.")
+def main(lab_name, rates, duration, size, ping_count, tick, no_underlay, json_path, streams, stream_mb):
     """Measure the overlay's lossless rate and latency alice -> router -> bob."""
+    if streams:
+        from .streambench import run as run_streams
+        log = lambda line: click.echo(line, err=True)  # noqa: E731
+        report = run_streams(lab_name, stream_mb * 1_000_000, _topology, log)
+        for label in ("clean", "loss5"):
+            for row in report[label]:
+                click.echo(f"{label:6} {row['path']:8} {row['connections']} conn {row['mb_per_s']:7.2f} MB/s"
+                           + (f"  CPU s/MB alice {row['cpu_s_per_mb_alice']} bob {row['cpu_s_per_mb_bob']}"
+                              if row["path"] == "relay" else ""))
+        if json_path:
+            Path(json_path).write_text(json.dumps(report, indent=1))
+        return
     try:
         rate_list = [float(r) for r in rates.split(",") if r.strip()]
     except ValueError:

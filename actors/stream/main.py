@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import socket
 
-from bus.actor import CoreTimer, monotonic_ms
+from bus.actor import CoreTimer, Reply, monotonic_ms
 from bus.rundir import RunDir
 
 from ..config import NodeConfig
@@ -23,7 +23,7 @@ from ..proto.frames import RxItem, TxItem
 from ..proto.numbers import NH_STP
 from ..registry import open_actor
 from ..statefile import StateFile
-from ..stp.binding import Bound, Refused
+from ..stp.binding import Bound, Refused, Unanswered
 from ..stp.bound_ports import BoundPorts
 from .core import (
     Forward, Opened, PauseReading, ResumeReading, SendStp, StreamCore, TcpClose, TcpConnect, TcpShutdown,
@@ -50,11 +50,12 @@ class StreamShell:
         self.ports = BoundPorts(actor, self.on_binding)
         self.timer = CoreTimer(actor, self.core.next_deadline, lambda now: self.apply(self.core.on_timer(now)))
         self.conns: dict[int, LocalConn] = {}
+        self._waiting: dict[int, list] = {}  # STP port -> `serve` replies awaiting the router
         self.listeners: dict[int, socket.socket] = {}  # local port -> listening socket
         self._cids = iter(range(1, 1 << 40))
         self.table = ForwardTable(StateFile(run.path / FORWARDS_FILE, log, "forwards"))
         actor.subscribe(topics.STATE_HOSTS, lambda _t, body: self.core.hosts.load(body.get("hosts")))
-        actor.command("serve", self.cmd_serve)
+        actor.command("serve", self.cmd_serve, deferred=True)
         actor.command("listen", self.cmd_listen)
         actor.command("forwards", self.cmd_forwards)
         actor.command("delete", self.cmd_delete)
@@ -72,11 +73,17 @@ class StreamShell:
                 log.error("event=listen_failed forward=%s error=%r", entry, str(exc))
 
     # ---- forwards ----------------------------------------------------------------
-    def cmd_serve(self, stp_port, host, port) -> dict:
+    def cmd_serve(self, reply: Reply, stp_port, host, port) -> None:
+        """Answers once the router has bound the port (or refused it: then nothing is
+        saved), never blocking the loop; a router that does not answer: served, retried."""
+        new = stp_port not in self.table.served_ports()
         forward = self.table.add_serve(stp_port, host, port)
+        if self.ports.is_bound(forward.stp_port):
+            reply.ok(self.table.describe_serve(forward, bound=True))
+            return
+        self._waiting.setdefault(forward.stp_port, []).append((reply, new))
         self._serve(forward)
         log.info("event=serve stp_port=%d to=%s:%d", forward.stp_port, forward.host, forward.port)
-        return self.table.describe_serve(forward, bound=self.ports.is_bound(forward.stp_port))
 
     def cmd_listen(self, local_port, host, stp_port, bind=None) -> dict:
         entry = self.table.check_listen(local_port, host, stp_port, bind or self.bind_addr)
@@ -122,6 +129,15 @@ class StreamShell:
         self.actor.subscribe(topics.stp_rx(port), self.on_stp, direct=True)
 
     def on_binding(self, event) -> None:
+        waiting = self._waiting.pop(event.port, ()) if type(event) in (Bound, Refused, Unanswered) else ()
+        for reply, new in waiting:
+            if type(event) is Refused:
+                if new:  # a new forward on a port another process holds: undo it
+                    self.cmd_delete(serve=event.port)
+                reply.error(f"STP port {event.port} is in use on this node ({event.reason})")
+            else:
+                forward = next(f for f in self.table.serves() if f.stp_port == event.port)
+                reply.ok(self.table.describe_serve(forward, bound=type(event) is Bound))
         if type(event) is Bound:
             if self.core.client_port is None and event.port not in self.table.served_ports():
                 self._follow(event.port)
