@@ -491,7 +491,9 @@ class CoreTimer:
     """Runs a protocol core's timer: calls `fire(now_ms)` when `next_deadline()` comes.
 
     Call arm() after every event given to the core; a deadline that moved later
-    just makes one early, harmless fire.
+    just makes one early, harmless fire. A deadline that moved earlier is armed anew,
+    and the call armed for the later one is ignored when it comes (a core whose
+    deadline moves often, like QUIC's, would otherwise fire once per move).
     """
 
     def __init__(self, actor: Actor, next_deadline: Callable[[], int | None],
@@ -506,9 +508,11 @@ class CoreTimer:
         if deadline is None or (self._armed_at is not None and self._armed_at <= deadline):
             return
         self._armed_at = deadline
-        self.actor.call_later(max(0, deadline - monotonic_ms()) / 1000, self._expired)
+        self.actor.call_later(max(0, deadline - monotonic_ms()) / 1000, lambda: self._expired(deadline))
 
-    def _expired(self) -> None:
+    def _expired(self, armed_for: int) -> None:
+        if armed_for != self._armed_at:
+            return  # superseded by an earlier deadline, which has fired or will
         self._armed_at = None
         self.fire(monotonic_ms())
         self.arm()

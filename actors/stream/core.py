@@ -222,6 +222,7 @@ class StreamCore:
         actions = self._flush(stream.conn, now)
         if not stream.paused and link.backlog(stream.sid) > HIGH_WATER:
             stream.paused = True
+            self.counters["paused"] += 1
             actions.append(PauseReading(cid))
         return actions
 
