@@ -748,3 +748,35 @@ def test_ask_waits_for_an_actor_that_is_starting(node):
     serving(node, "late")
     wait_until(lambda: answers, what="late's answer")
     assert answers == [(True, "pong")]
+
+
+def test_core_timer_ignores_a_call_armed_for_a_superseded_deadline(monkeypatch):
+    """A core whose deadline moves earlier again and again (QUIC's) must fire once per
+    deadline reached, not once per move: the later call armed before is ignored."""
+    from bus import actor as actor_module
+    from bus.actor import CoreTimer
+
+    calls: list = []
+
+    class FakeActor:
+        def call_later(self, delay_s, fn):
+            calls.append(fn)
+
+    now = [1000]
+    monkeypatch.setattr(actor_module, "monotonic_ms", lambda: now[0])
+    deadlines = [2000]
+    fired: list = []
+    timer = CoreTimer(FakeActor(), lambda: deadlines[0], lambda t: fired.append(t))
+    timer.arm()                 # armed for 2000
+    deadlines[0] = 1500
+    timer.arm()                 # moved earlier: armed for 1500 too
+    assert len(calls) == 2
+    now[0], deadlines[0] = 1500, 9000
+    calls[1]()                  # 1500 comes: the core fires, the timer re-arms for 9000
+    assert fired == [1500] and len(calls) == 3
+    now[0] = 2000
+    calls[0]()                  # the call armed for 2000 is stale: nothing is due
+    assert fired == [1500]
+    now[0] = 9000
+    calls[2]()
+    assert fired == [1500, 9000]
