@@ -234,3 +234,21 @@ def test_a_slow_reader_gets_every_byte_in_order_in_the_end(cert):
             break
     assert p.alice.counters["held"] > 0  # the reader did lag: datagrams were held back
     assert bytes(p.tcp[ALICE].data[1]) == body
+
+
+def test_keepalive_holds_an_idle_stream_and_idle_connections_time_out(cert):
+    """With a stream open, keepalive pings keep the QUIC connection past its idle
+    timeout; once every stream has ended, the connection idles out on both sides."""
+    p = Pair(cert)
+    far = p.open(1)
+    p.advance(95_000)  # three idle timeouts (30 s) with nothing to send but pings
+    assert len(p.alice.connections()) == 1 and len(p.bob.connections()) == 1
+    p.run(p.bob.tcp_data(far, b"still here", p.now), BOB)
+    p.advance(10)
+    assert bytes(p.tcp[ALICE].data[1]) == b"still here"
+    for core, cid in ((p.alice, 1), (p.bob, far)):
+        p.run(core.tcp_eof(cid, p.now), ALICE if core is p.alice else BOB)
+    p.advance(10)
+    assert p.tcp[ALICE].of(TcpClose, 1) == [TcpClose(1, None)]
+    p.advance(40_000)
+    assert p.alice.connections() == [] and p.bob.connections() == []
