@@ -18,6 +18,17 @@ run_dir_option = click.option(
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 
 
+def parse_port(text: str, what: str) -> int:
+    """A port argument 1-65535, or a usage error naming `what`."""
+    try:
+        port = int(text, 10)
+    except ValueError:
+        port = None
+    if port is None or not 1 <= port <= 65535:
+        raise click.UsageError(f"bad {what} {text!r}: must be a number 1-65535")
+    return port
+
+
 def node(run_dir: str | None) -> RunDir:
     """The node to talk to, or a one-line error."""
     try:

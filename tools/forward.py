@@ -16,19 +16,9 @@ import sys
 
 import click
 
-from .common import ask, json_option, node, print_json, run_cli, run_dir_option
+from .common import ask, json_option, node, parse_port, print_json, run_cli, run_dir_option
 
 PROG = "ilnp-forward"
-
-
-def port_arg(text: str, what: str) -> int:
-    try:
-        port = int(text, 10)
-    except ValueError:
-        port = None
-    if port is None or not 1 <= port <= 65535:
-        raise click.UsageError(f"bad {what} {text!r}: must be a number 1-65535")
-    return port
 
 
 def host_port(text: str) -> tuple[str, int]:
@@ -36,7 +26,7 @@ def host_port(text: str) -> tuple[str, int]:
     host = host.strip("[]")
     if not sep or not host:
         raise click.UsageError(f"bad --to {text!r}: expected HOST:PORT")
-    return host, port_arg(port, "port in --to")
+    return host, parse_port(port, "port in --to")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -52,7 +42,8 @@ def cli():
 def serve(stp_port, target, run_dir, as_json):
     """Make the TCP service HOST:PORT reachable over the overlay at STP_PORT of this node."""
     host, port = host_port(target)
-    result = ask(node(run_dir), "stream", "serve", stp_port=port_arg(stp_port, "STP port"), host=host, port=port)
+    stp_port = parse_port(stp_port, "STP port")  # arguments first: a bad one needs no node
+    result = ask(node(run_dir), "stream", "serve", stp_port=stp_port, host=host, port=port)
     show(result, as_json, "serving")
 
 
@@ -65,8 +56,9 @@ def serve(stp_port, target, run_dir, as_json):
 @json_option
 def listen(local_port, remote_host, stp_port, bind, run_dir, as_json):
     """Listen on LOCAL_PORT; each TCP connection reaches REMOTE_HOST's forward at STP_PORT."""
-    result = ask(node(run_dir), "stream", "listen", local_port=port_arg(local_port, "local port"),
-                 host=remote_host, stp_port=port_arg(stp_port, "STP port"), bind=bind)
+    args = {"local_port": parse_port(local_port, "local port"), "host": remote_host,
+            "stp_port": parse_port(stp_port, "STP port"), "bind": bind}
+    result = ask(node(run_dir), "stream", "listen", **args)
     show(result, as_json, "listening")
 
 
@@ -95,7 +87,8 @@ def list_(run_dir, as_json):
 @json_option
 def delete(kind, port, run_dir, as_json):
     """Delete a forward: serve STP_PORT, or listen LOCAL_TCP_PORT."""
-    result = ask(node(run_dir), "stream", "delete", **{kind: port_arg(port, "port")})
+    args = {kind: parse_port(port, "port")}
+    result = ask(node(run_dir), "stream", "delete", **args)
     show(result, as_json, "deleted")
 
 

@@ -17,19 +17,9 @@ import click
 from bus.client import RequestError, request
 from bus.rundir import NodeNotFound, find_run_dir
 
-from .common import json_option, print_json, run_cli, run_dir_option
+from .common import json_option, parse_port, print_json, run_cli, run_dir_option
 
 PROG = "ilnp-map"
-
-
-def parse_port(text: str, what: str) -> int:
-    try:
-        port = int(text, 10)
-    except ValueError:
-        port = None
-    if port is None or not 1 <= port <= 65535:
-        raise click.UsageError(f"bad {what} {text!r}: must be a number 1-65535")
-    return port
 
 
 def ask_proxy(run_dir: str | None, cmd: str, **args):
