@@ -314,7 +314,9 @@ class Actor:
             return
         self.counters["frames_in"] += 1
         sender, q = body.get("a"), body.get("q")
-        if isinstance(q, int) and sender is not None:
+        if sender is not None and not isinstance(sender, str):
+            self.counters["bad_senders"] += 1  # not a name: no gap bookkeeping for it
+        elif isinstance(q, int) and sender is not None:
             key = (sender, topic)
             last = self._last_seen.get(key)
             if last is not None and q > last + 1:

@@ -158,7 +158,7 @@ class BusClient:
         except FrameError:
             return parts[0], None
         sender, q = body.get("a"), body.get("q")
-        if isinstance(q, int) and sender is not None:
+        if isinstance(q, int) and isinstance(sender, str):
             key = (sender, parts[0])
             last = self._last_seen.get(key)
             if last is not None and q > last + 1:

@@ -780,3 +780,15 @@ def test_core_timer_ignores_a_call_armed_for_a_superseded_deadline(monkeypatch):
     now[0] = 9000
     calls[2]()
     assert fired == [1500, 9000]
+
+
+def test_a_frame_with_a_strange_sender_is_counted_not_fatal(node):
+    """A local process can publish anything: a sender or sequence number of the wrong
+    type must not take the actor down (it used to raise 'unhashable' outside the guard)."""
+    actor = node.actor("victim")
+    seen = []
+    actor.subscribe(b"t", lambda topic, body: seen.append(topic))
+    for body in ({"a": [1], "q": 1}, {"a": {"x": 1}, "q": 2}, {"a": "ok", "q": [3]}):
+        actor._dispatch([b"t.x", pack(body)])
+    assert actor.counters["bad_senders"] == 2
+    assert seen == [b"t.x"] * 3  # still handled: only the gap bookkeeping skips them
