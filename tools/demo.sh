@@ -26,6 +26,17 @@ ilnp-lab --lab "$LAB" exec alice -- ilnp-hosts
 echo
 echo "== alice pings bob through the router (ilnp-lab exec alice -- ilnp-ping -c 5 -i 0.2 bob)"
 ilnp-lab --lab "$LAB" exec alice -- ilnp-ping -c 5 -i 0.2 bob
+echo
+echo "== a TCP service over the overlay: bob's web server, fetched by alice's curl through the stream relays"
+mkdir -p /tmp/ilnp-demo-www && echo "hello from bob, over ILNP" > /tmp/ilnp-demo-www/index.html
+ilnp-lab --lab "$LAB" exec bob -- python3 -m http.server 8080 --bind 127.0.0.1 --directory /tmp/ilnp-demo-www \
+  >/dev/null 2>&1 &
+ilnp-lab --lab "$LAB" exec bob -- ilnp-forward serve 80 --to 127.0.0.1:8080
+ilnp-lab --lab "$LAB" exec alice -- ilnp-forward listen 9080 bob 80
+for i in $(seq 1 50); do
+  if ilnp-lab --lab "$LAB" exec alice -- curl -sf http://127.0.0.1:9080/ 2>/dev/null; then break; fi
+  sleep 0.2
+done
 cat <<EOT
 
 The lab is up. Try:
@@ -33,6 +44,8 @@ The lab is up. Try:
   ilnp-lab exec alice -- supervisorctl -c supervisord.conf status
   ilnp-lab exec alice -- ilnp-move 0:0:0:c            # move alice to network c
   ilnp-lab exec router -- ilnp-status                 # counters of every actor
+  ilnp-lab exec alice -- ilnp-forward list            # the stream forwards
+  ilnp-lab exec alice -- curl http://127.0.0.1:9080/  # bob's web server, over the overlay
   ilnp-lab down                                       # or: make demo-down
 (with PATH=$PWD/.venv/bin:\$PATH)
 EOT
