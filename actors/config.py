@@ -46,6 +46,7 @@ class NodeConfig:
     hop_limit: int = 3
     route_lifetime_ms: int = 30_000
     session_lifetime_ms: int = 30_000
+    duplicate_hold_ms: int = 500
     wait_time_ms: int = 30_000
     update_retries: int = 3
     update_interval_ms: int = 1000
@@ -80,6 +81,7 @@ _SPEC: dict[str, tuple] = {
     "underlay.multicast_loop": (bool, "multicast_loop", None, None, ""),
     "router.hop_limit": (int, "hop_limit", None, lambda v: 1 <= v <= 255, "1-255"),
     "router.route_lifetime": ((int, float), "route_lifetime_ms", _seconds, lambda v: v > 0, "> 0"),
+    "router.duplicate_hold": ((int, float), "duplicate_hold_ms", _seconds, lambda v: 0 <= v <= 10, "0-10 (0: off)"),
     "router.session_lifetime": ((int, float), "session_lifetime_ms", _seconds, lambda v: v > 0, "> 0"),
     "discovery.wait_time": ((int, float), "wait_time_ms", _seconds, lambda v: v > 0, "> 0"),
     "mobility.update_retries": (int, "update_retries", None, lambda v: 0 <= v <= 100, "0-100"),

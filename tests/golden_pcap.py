@@ -14,6 +14,7 @@ class GoldenFrame:
     group: bytes  # 16-byte IPv6 destination (the locator's multicast group)
     payload: bytes  # the UDP payload: one overlay packet
     source: bytes = b""  # 16-byte IPv6 source: the underlay address of the node that sent it
+    t_ms: int = 0        # capture time, ms since the first frame
 
     @property
     def locator(self) -> int:
@@ -25,9 +26,11 @@ def golden_frames(path: Path = PCAP) -> list[GoldenFrame]:
     magic = struct.unpack("<I", data[:4])[0]
     if magic != 0xA1B2C3D4:
         raise ValueError("expected a little-endian classic pcap")
-    frames, offset = [], 24
+    frames, offset, first = [], 24, None
     while offset < len(data):
-        _sec, _usec, incl, _orig = struct.unpack("<IIII", data[offset:offset + 16])
+        sec, usec, incl, _orig = struct.unpack("<IIII", data[offset:offset + 16])
+        stamp = sec * 1000 + usec // 1000
+        first = stamp if first is None else first
         offset += 16
         eth = data[offset:offset + incl]
         offset += incl
@@ -36,7 +39,7 @@ def golden_frames(path: Path = PCAP) -> list[GoldenFrame]:
         assert ip6[6] == 17, "UDP only"
         udp = ip6[40:]
         ulen = struct.unpack(">H", udp[4:6])[0]
-        frames.append(GoldenFrame(len(frames), ip6[24:40], udp[8:ulen], ip6[8:24]))
+        frames.append(GoldenFrame(len(frames), ip6[24:40], udp[8:ulen], ip6[8:24], stamp - first))
     return frames
 
 

@@ -173,7 +173,8 @@ class Node:
         self.router = RouterCore(
             cfg.nid, hop_limit=cfg.hop_limit, mtu=cfg.mtu, route_lifetime_ms=cfg.route_lifetime_ms,
             session_lifetime_ms=cfg.session_lifetime_ms, nonce_length=cfg.nonce_length,
-            rng_bytes=random.Random(f"{seed}/nonces").randbytes, is_owner_alive=lambda owner: True)
+            rng_bytes=random.Random(f"{seed}/nonces").randbytes, is_owner_alive=lambda owner: True,
+            duplicate_hold_ms=cfg.duplicate_hold_ms)
         self.discovery = DiscoveryCore(cfg.hostname, cfg.nid, cfg.wait_time_ms, random.Random(f"{seed}/jitter"))
         # The shell seeds first_seq from the wall clock; a seeded draw plays that part.
         self.mobility = MobilityCore(

@@ -110,7 +110,7 @@ def test_our_router_forwards_and_floods_exactly_like_the_original_router():
             if wire.decode(f.payload).hop_limit == 2:
                 expected[(f.locator, f.payload)] += 1
             continue
-        for action in core.receive(f.locator, f.payload, f.index):
+        for action in core.receive(f.locator, f.payload, f.t_ms):
             if isinstance(action, LinkItem):
                 produced[(action.loc, action.datagram)] += 1
     assert sum(expected.values()) == 43
@@ -126,7 +126,7 @@ def test_bob_delivers_each_packet_addressed_to_him_once_and_forwards_nothing():
     for f in FRAMES:
         if f.locator != B:
             continue
-        for action in core.receive(B, f.payload, f.index):
+        for action in core.receive(B, f.payload, f.t_ms):
             assert not isinstance(action, LinkItem)
             if isinstance(action, Deliver):
                 delivered.append((action, f))

@@ -4,7 +4,6 @@ cores on fake links and one fake clock, no root, sockets or processes.
 Topology of the experiment: alice in 0:0:0:a, the router in a, b and c, bob in b.
 Links take 1 ms per hop; the STP applications exchange a segment every 2 ms.
 """
-import struct
 import time
 from collections import Counter
 from pathlib import Path
@@ -14,7 +13,7 @@ from actors.mobility.core import PeerMoved, PublishLocators
 from actors.proto.addr import ALL_NODES
 from actors.proto.locator_update import encode_ack, encode_update
 from actors.proto.numbers import NH_DISCOVERY, NH_LOCATOR_UPDATE, NH_STP
-from tests.golden_pcap import PCAP, golden_frames
+from tests.golden_pcap import golden_frames
 from tests.harness import Net, config
 
 A, B, C = 0xA, 0xB, 0xC
@@ -209,13 +208,8 @@ def test_a_lost_ack_is_retried_and_acked_again_not_applied_twice():
 # -- 4 -----------------------------------------------------------------------------------
 
 def capture_times_ms() -> list[int]:
-    """Each frame's capture time (ms since the first): golden_pcap drops the timestamps."""
-    data, offset, out = PCAP.read_bytes(), 24, []
-    while offset < len(data):
-        sec, usec, incl, _ = struct.unpack("<IIII", data[offset:offset + 16])
-        out.append(sec * 1000 + usec // 1000)
-        offset += 16 + incl
-    return [t - out[0] for t in out]
+    """Each frame's capture time (ms since the first)."""
+    return [f.t_ms for f in golden_frames()]
 
 
 def v6(datagram: bytes) -> bytes:

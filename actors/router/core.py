@@ -18,6 +18,8 @@ Counters (drops unless said otherwise):
   fwd_no_route   not for us, no route for its destination locator
   fwd_same_link  not for us, the route points back where it came from (its next hop heard it)
   hop_limit      not for us and arrived with hop limit 0
+  duplicate      a copy of a packet we forwarded or flooded within the hold time (DPD)
+  hop_clamped    arrived with a hop limit above ours, treated as ours (not a drop)
   no_route, oversize, via_not_joined, bad_send     send refusals
   nonce_no_room  a full-size packet sent without the nonce it was due (not a drop)
   delivered, forwarded, flooded, sent, opts_dropped   (not drops)
@@ -34,6 +36,7 @@ from ..proto.addr import ALL_NODES
 from ..proto.frames import LinkItem, RxItem
 from ..proto.ilnp import HEADER_LEN, WireError, decode_destopts, encode, set_hop_limit, unpack_header
 from ..proto.numbers import NH_DESTOPTS, NH_DISCOVERY, NH_LOCATOR_UPDATE, NH_STP, UPPER_LAYERS
+from .duplicates import DuplicateFilter, digest
 from .forwarding import ForwardingTable
 from .peers import PeerTable
 from .ports import PortRegistry
@@ -71,7 +74,8 @@ class RouterCore:
     def __init__(self, nid: int, hop_limit: int = 3, mtu: int = 1440,
                  route_lifetime_ms: int = 30000, session_lifetime_ms: int = 30000,
                  nonce_length: int = 12, rng_bytes: Callable[[int], bytes] = os.urandom,
-                 nonce_packets: int = 3, is_owner_alive: Callable[[Any], bool] | None = None):
+                 nonce_packets: int = 3, is_owner_alive: Callable[[Any], bool] | None = None,
+                 duplicate_hold_ms: int = 500):
         if not 0 <= hop_limit <= 255:
             raise ValueError(f"hop_limit {hop_limit} is not 0-255")
         if mtu < HEADER_LEN:
@@ -84,6 +88,7 @@ class RouterCore:
         self.sessions_table = SessionTable(session_lifetime_ms)
         self.peers = PeerTable(nonce_length, rng_bytes)
         self.ports = PortRegistry(is_owner_alive)
+        self.duplicates = DuplicateFilter(duplicate_hold_ms)
         self.counters: Counter = Counter()
         self._deadline: int | None = None  # lower bound of the next expiry
 
@@ -114,6 +119,9 @@ class RouterCore:
             self.counters["own"] += 1
             return []
         self.peers.heard(src_nid, vtf >> 28)
+        if hop > self.hop_limit:
+            hop = self.hop_limit  # a forged 255 must not buy an unbounded flood
+            self.counters["hop_clamped"] += 1
         table = self.table
         # Learn also source locators we are only leaving: once the handoff ends we need
         # a route to them (the peer may still be there), not a gap until it speaks again.
@@ -157,10 +165,17 @@ class RouterCore:
             self.counters["unknown_nh"] += 1
             return []
 
+        flood = dst_loc == ALL_NODES and nh == NH_DISCOVERY and hop > 0 and arrival_loc in self.table.current
+        if flood:
+            key = digest(datagram)
+            if self.duplicates.seen(key, now):
+                self.counters["duplicate"] += 1  # flooded already: another path brought it again
+                return []
+            self.duplicates.remember(key, now)
         self.counters["delivered"] += 1
         actions = [Deliver(nh, port, RxItem(src_loc, src_nid, dst_loc, dst_nid, arrival_loc, payload, opts))]
         if dst_loc == ALL_NODES:
-            if nh == NH_DISCOVERY and hop > 0 and arrival_loc in self.table.current:
+            if flood:
                 out = set_hop_limit(datagram, hop - 1)
                 for loc in self.table.flood_to:
                     if loc != arrival_loc:
@@ -187,6 +202,11 @@ class RouterCore:
         if hop == 0:
             self.counters["hop_limit"] += 1
             return []
+        key = digest(datagram)
+        if self.duplicates.seen(key, now):
+            self.counters["duplicate"] += 1  # forwarded already (another forwarder sent it too)
+            return []
+        self.duplicates.remember(key, now)
         self.counters["forwarded"] += 1
         return [LinkItem(iface, set_hop_limit(datagram, hop - 1))]
 

@@ -37,7 +37,7 @@ class RouterShell:
             config.nid, hop_limit=config.hop_limit, mtu=config.mtu,
             route_lifetime_ms=config.route_lifetime_ms,
             session_lifetime_ms=config.session_lifetime_ms,
-            nonce_length=config.nonce_length,
+            nonce_length=config.nonce_length, duplicate_hold_ms=config.duplicate_hold_ms,
             is_owner_alive=lambda owner: pid_alive(int(owner)))
         self.epoch = time.time_ns()  # this incarnation's forwarding table
         self.sessions: list = []
@@ -60,7 +60,9 @@ class RouterShell:
         actor.command("unbind", self.cmd_unbind)
         actor.command("ports", lambda: {str(p): o for p, o in self.core.ports.bindings().items()})
         actor.status_extra = lambda: {"core": dict(self.core.counters + self.core.peers.counters
-                                                   + self.core.ports.counters)}
+                                                   + self.core.ports.counters),
+                                      "duplicate_digests": len(self.core.duplicates),
+                                      "duplicate_evicted": self.core.duplicates.evicted}
 
     # ---- data path ----------------------------------------------------------
     def on_link_rx(self, _topic: bytes, body: dict) -> None:
