@@ -206,9 +206,13 @@ class StreamShell:
                 return
             if conn.status_line and conn.header is not None:
                 data = self._connect_header(conn, data, now)
+                if conn.closed:
+                    return
                 if not data:
                     continue
             self.apply(self.core.tcp_data(conn.cid, data, now))
+            if conn.paused or conn.closed:
+                return  # its stream is backed up: read no more until ResumeReading
 
     def _connect_header(self, conn: LocalConn, data: bytes, now: int) -> bytes:
         """ilnp-connect's `CONNECT HOST STP_PORT` line; returns what follows it."""
@@ -286,8 +290,10 @@ class StreamShell:
             elif kind is TcpClose:
                 self._close(conn, action.error)
             elif kind is PauseReading:
+                conn.paused = True
                 self.actor.remove_reader(conn)
             elif kind is ResumeReading:
+                conn.paused = False
                 self.actor.add_reader(conn, lambda conn=conn: self.on_readable(conn))
         self.timer.arm()
 

@@ -26,6 +26,7 @@ class LocalConn:
         self.queued = 0
         self.shutdown_pending = False
         self.close_pending = False
+        self.paused = False              # the core asked us to stop reading (back-pressure)
         self.closed = False
 
     def fileno(self) -> int:
