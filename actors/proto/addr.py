@@ -9,6 +9,14 @@ import re
 ALL_NODES = 0xFF02_0000_0000_0001
 """Link-local broadcast locator inside one virtual network."""
 
+CRYPTO_NID_PREFIX = 0x3  # [ext] top 4 bits 0011: a self-certifying NID (PROTOCOL.md)
+
+
+def is_cryptographic(nid: int) -> bool:
+    """Is this NID self-certifying ([ext] "Authenticated locator updates")? The prefix is
+    in the NID itself, so a forger cannot make a cryptographic peer look like a plain one."""
+    return (nid >> 60) == CRYPTO_NID_PREFIX
+
 _GROUP = re.compile(r"^[0-9a-fA-F]{1,4}$")
 
 
