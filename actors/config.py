@@ -15,6 +15,7 @@ from .proto.addr import AddressError, parse64, parse_schedule
 from .registry import config_sections
 
 CONF_ENV = "ILNP_CONF"
+AUTO_NID = "auto"  # nid = "auto": the cryptographic NID of the node key
 UNDERLAY_KINDS = ("ipv6-multicast",)  # actors/link/kinds.py implements each (a test checks)
 
 
@@ -33,7 +34,7 @@ class Emulation:
 class NodeConfig:
     path: str
     hostname: str
-    nid: int
+    nid: int | None  # None: "auto", resolved from the node key (actors/nodekey.py) at start
     schedule: list[list[int]]
     move_time_ms: int = 20_000
     handoff_time_ms: int = 10_000
@@ -68,7 +69,7 @@ def _seconds(v: float) -> int:
 _SPEC: dict[str, tuple] = {
     "hostname": (str, "hostname", None, lambda v: 0 < len(v.encode()) <= 255 and v.isprintable(),
                  "1-255 printable characters"),
-    "nid": (str, "nid", parse64, None, ""),
+    "nid": (str, "nid", lambda v: None if v == AUTO_NID else parse64(v), None, ""),
     "locators.schedule": (str, "schedule", parse_schedule, None, ""),
     "locators.move_time": ((int, float), "move_time_ms", _seconds, lambda v: v > 0, "> 0"),
     "locators.handoff_time": ((int, float), "handoff_time_ms", _seconds, lambda v: v >= 0, ">= 0"),

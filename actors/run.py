@@ -9,6 +9,7 @@ import sys
 from bus.rundir import RUN_DIR_ENV, RunDir
 
 from .config import ConfigError, load_config
+from .nodekey import node_identity
 from .registry import BY_NAME
 
 
@@ -44,9 +45,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ilnp-actor: {RUN_DIR_ENV} is not set", file=sys.stderr)
         return 2
     try:
-        config = load_config()
+        config = node_identity(load_config(), run_dir)[0]
     except ConfigError as exc:
         print(f"ilnp-actor {name}: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"ilnp-actor {name}: node key: {exc}", file=sys.stderr)
         return 2
     module = importlib.import_module(BY_NAME[name].module)
     module.main(config, RunDir(run_dir))

@@ -72,6 +72,7 @@ def test_core_answers_the_captured_update_like_bob_did():
     bob = MobilityCore(BOB, [[B]], 0, 0)
     bob.start(0)
     src_loc, src_nid, _, _ = fields(README_UPDATE)
+    bob.set_sessions([[src_loc, src_nid]])  # alice updates the peers she has sessions with
     out = bob.receive(src_loc, src_nid, B, README_UPDATE[HEADER:], None, 0)
     assert out == [PeerMoved(ALICE, (B,), B), SendUpdate(ALICE, (B,), B, README_ACK[HEADER:], None)]
     ack_src_loc, ack_src_nid, ack_dst_loc, ack_dst_nid = fields(README_ACK)

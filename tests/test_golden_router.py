@@ -139,7 +139,7 @@ def test_bob_delivers_each_packet_addressed_to_him_once_and_forwards_nothing():
         if d.next_header == 42:
             assert d.port == 1000 and d.item[6] is None
         else:
-            assert p.payload[0] == 1 and d.item[6] == {"nonce": None, "seq": None, "nonce_ok": None}
+            assert p.payload[0] == 1 and d.item[6] == {"nonce": None, "seq": None, "nonce_ok": None, "sig": None}
     assert not core.peers.speaks_ext(ALICE) and not core.peers.speaks_ext(ROUTER)  # original nodes send version 0
     assert {(loc, nid) for loc, nid, _ in core.sessions(100)} >= {(A, ALICE), (C, ALICE)}
 
@@ -155,4 +155,4 @@ def test_alice_in_handoff_takes_the_ack_only_from_its_own_locator():
     assert core.counters["dup_arrival"] == 1
     out = core.receive(C, by_index[60].payload, 60)
     assert out[0] == Deliver(44, None, RxItem(B, BOB, C, ALICE, C, b"\x00",
-                                        {"nonce": None, "seq": None, "nonce_ok": None}))
+                                        {"nonce": None, "seq": None, "nonce_ok": None, "sig": None}))

@@ -277,7 +277,16 @@ def test_retries_follow_a_peer_that_moved_meanwhile():
 def receiver(**kw):
     m = core(schedule=([B],), **kw)
     m.start(0)
+    m.set_sessions([[A, BOB]])  # bob has been talking to us
     return m
+
+
+def test_update_without_nonce_from_a_stranger_is_refused():
+    """Issue 11: a no-nonce update is taken only from a peer we have a session with."""
+    m = receiver()
+    m.set_sessions([])
+    assert m.receive(A, BOB, B, encode_update([C]), None, 100) == []
+    assert m.counters["update_no_session"] == 1
 
 
 def test_accepted_update_moves_the_peer_and_acks_to_first_new_locator_via_arrival():

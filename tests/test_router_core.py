@@ -391,11 +391,11 @@ def test_towards_an_original_peer_packets_are_plain_and_opts_dropped():
 def test_nonce_on_the_first_packets_of_a_session_only():
     core = ext_core(nonce_packets=3)
     nonces = [sent(core.send(BOB, [A], 42, b"segm", None, None, t))[1] for t in range(5)]
-    assert nonces[:3] == [{"nonce": b"\x01" * 12, "seq": None}] * 3
+    assert nonces[:3] == [{"nonce": b"\x01" * 12, "seq": None, "sig": None}] * 3
     assert nonces[3:] == [None, None]
     # a new session (another locator of BOB) gets the same per-NID nonce again
     p, opts = sent(core.send(BOB, [B], 42, b"segm", None, None, 5))
-    assert opts == {"nonce": b"\x01" * 12, "seq": None} and p.next_header == 42
+    assert opts == {"nonce": b"\x01" * 12, "seq": None, "sig": None} and p.next_header == 42
 
 
 def test_nonce_again_after_the_session_expired():
@@ -413,7 +413,7 @@ def test_every_locator_update_carries_the_nonce_and_the_callers_seq():
     for seq in (7, 8):
         p, opts = sent(core.send(BOB, [A], 44, b"\x01" + bytes(8), A, {"seq": seq, "nonce": b"evil"}, 2))
         assert p.next_header == 44 and p.payload == b"\x01" + bytes(8)
-        assert opts == {"nonce": b"\x01" * 12, "seq": seq}  # the router owns the nonce
+        assert opts == {"nonce": b"\x01" * 12, "seq": seq, "sig": None}  # the router owns the nonce
 
 
 def test_one_nonce_per_peer_nid():
@@ -434,12 +434,12 @@ def test_receive_learns_the_first_nonce_and_validates_later_ones():
     core = make()
     core.ports.bind(1000, "app")
     first = core.receive(A, pkt(A, BOB, A, ME, opts={"nonce": NONCE_A}), 0)
-    assert first[0].item[6] == {"nonce": NONCE_A, "seq": None, "nonce_ok": True}
+    assert first[0].item[6] == {"nonce": NONCE_A, "seq": None, "nonce_ok": True, "sig": None}
     assert first[0].next_header == 42 and first[0].item[5][:4] == b"\x03\xe8\x03\xe8"
     good = core.receive(A, pkt(A + 0x100, BOB, A, ME, nh=44, opts={"nonce": NONCE_A, "seq": 3}), 1)
-    assert good[0].item[6] == {"nonce": NONCE_A, "seq": 3, "nonce_ok": True}
+    assert good[0].item[6] == {"nonce": NONCE_A, "seq": 3, "nonce_ok": True, "sig": None}
     bad = core.receive(A, pkt(A, BOB, A, ME, nh=44, opts={"nonce": b"x" * 12, "seq": 4}), 2)
-    assert bad[0].item[6] == {"nonce": b"x" * 12, "seq": 4, "nonce_ok": False}
+    assert bad[0].item[6] == {"nonce": b"x" * 12, "seq": 4, "nonce_ok": False, "sig": None}
     # the learned nonce is not replaced by a wrong one
     again = core.receive(A, pkt(A, BOB, A, ME, nh=44, opts={"nonce": NONCE_A}), 3)
     assert again[0].item[6]["nonce_ok"] is True
@@ -449,13 +449,13 @@ def test_missing_nonce_on_a_locator_update():
     core = make()
     # never seen a nonce from BOB: None
     out = core.receive(A, pkt(A, BOB, A, ME, nh=44), 0)
-    assert out[0].item[6] == {"nonce": None, "seq": None, "nonce_ok": None}
+    assert out[0].item[6] == {"nonce": None, "seq": None, "nonce_ok": None, "sig": None}
     core.receive(A, pkt(A, BOB, A, ME, nh=44, opts={"nonce": NONCE_A}), 1)
     # now a missing nonce is a wrong one, with or without other options
     out = core.receive(A, pkt(A, BOB, A, ME, nh=44), 2)
-    assert out[0].item[6] == {"nonce": None, "seq": None, "nonce_ok": False}
+    assert out[0].item[6] == {"nonce": None, "seq": None, "nonce_ok": False, "sig": None}
     out = core.receive(A, pkt(A, BOB, A, ME, nh=44, opts={"seq": 9}), 3)
-    assert out[0].item[6] == {"nonce": None, "seq": 9, "nonce_ok": False}
+    assert out[0].item[6] == {"nonce": None, "seq": 9, "nonce_ok": False, "sig": None}
 
 
 def test_plain_data_packets_have_no_opts():

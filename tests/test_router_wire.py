@@ -88,7 +88,7 @@ def test_destopts_with_nonce_and_seq_layout():
     assert h[2:4] == b"\x8b\x0c" and h[4:16] == NONCE12
     assert h[16:22] == b"\x1e\x04\x00\x00\x00\x07"
     assert h[22:24] == b"\x01\x00"
-    assert wire.decode_destopts(h + b"body") == (44, NONCE12, 7, b"body")
+    assert wire.decode_destopts(h + b"body") == (44, NONCE12, 7, None, b"body")
 
 
 @pytest.mark.parametrize("nonce, seq, size", [
@@ -96,18 +96,18 @@ def test_destopts_with_nonce_and_seq_layout():
 def test_destopts_padded_to_8_octets(nonce, seq, size):
     h = wire.encode_destopts(42, nonce, seq)
     assert len(h) == size and h[1] == size // 8 - 1
-    assert wire.decode_destopts(h) == (42, nonce, seq, b"")
+    assert wire.decode_destopts(h) == (42, nonce, seq, None, b"")
 
 
 def test_destopts_pad1_is_used_for_a_single_byte_gap():
-    # nh, len, unknown skippable option 0x3e of 3 bytes (5 bytes) -> 7, then one Pad1
-    h = bytes([42, 0, 0x3E, 3, 1, 2, 3, 0])
-    assert wire.decode_destopts(h) == (42, None, None, b"")
+    # nh, len, unknown skippable option 0x3f of 3 bytes (5 bytes) -> 7, then one Pad1
+    h = bytes([42, 0, 0x3F, 3, 1, 2, 3, 0])
+    assert wire.decode_destopts(h) == (42, None, None, None, b"")
 
 
 def test_unknown_option_with_top_bits_00_is_skipped():
-    h = bytes([42, 1, 0x3E, 4, 9, 9, 9, 9]) + b"\x8b\x04abcd" + bytes([1, 0])
-    assert wire.decode_destopts(h + b"x") == (42, b"abcd", None, b"x")
+    h = bytes([42, 1, 0x3F, 4, 9, 9, 9, 9]) + b"\x8b\x04abcd" + bytes([1, 0])
+    assert wire.decode_destopts(h + b"x") == (42, b"abcd", None, None, b"x")
 
 
 @pytest.mark.parametrize("opt_type", [0x40, 0x7F, 0x80, 0xC2, 0xFF])
@@ -143,7 +143,7 @@ def test_packet_with_opts_round_trip_and_plain_without():
     d = wire.encode_with_opts(A, ALICE, B, BOB, 44, b"\x00", 3, {"nonce": NONCE12, "seq": 5})
     assert d[6] == 60 and wire.decode(d).payload[0] == 44
     p, opts = wire.decode_with_opts(d)
-    assert (p.next_header, p.payload, opts) == (44, b"\x00", {"nonce": NONCE12, "seq": 5})
+    assert (p.next_header, p.payload, opts) == (44, b"\x00", {"nonce": NONCE12, "seq": 5, "sig": None})
     plain = wire.encode_with_opts(A, ALICE, B, BOB, 44, b"\x00", 3, {"nonce": None, "seq": None})
     assert plain == wire.encode(A, ALICE, B, BOB, 44, b"\x00", 3)
     assert wire.decode_with_opts(plain)[1] is None
@@ -187,14 +187,14 @@ def test_random_headers_with_consistent_length(data):
 def test_destopts_round_trip(nh, nonce, seq, rest):
     h = wire.encode_destopts(nh, nonce, seq)
     assert len(h) % 8 == 0
-    assert wire.decode_destopts(h + rest) == (nh, nonce, seq, rest)
+    assert wire.decode_destopts(h + rest) == (nh, nonce, seq, None, rest)
 
 
 @given(st.binary(max_size=64))
 @settings(max_examples=500)
 def test_random_destopts_decode_or_raise_wire_error(data):
     try:
-        nh, nonce, seq, rest = wire.decode_destopts(data)
+        nh, nonce, seq, _sig, rest = wire.decode_destopts(data)
     except WireError:
         return
     assert nonce is None or len(nonce) in (4, 12)

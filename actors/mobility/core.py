@@ -33,20 +33,33 @@ Decisions worth knowing:
   replay: dropped without an ack (update_replay). A peer that proved its nonce
   (nonce_ok True) must send a seq, or the update is refused (update_missing_seq): a
   replayer could strip the seq option otherwise.
+- [ext] A cryptographic source NID (3xxx:...) is judged by its signature alone
+  (proto/signature.py: key hashes to the NID, signature verifies, counted
+  update_sig_* / ack_sig_* by reason) and its seq must be newer than the last accepted
+  one whatever the nonce: every node on the LAN sees the nonces, none can sign. The
+  last accepted seq per peer is `seen_state()`, which the shell keeps on disk, so a
+  restart does not reopen the door to a captured update.
+- A plain NID that never sent a nonce is judged by policy (accept_without_nonce), and
+  then only when we have a session with it: the original sends updates to its active
+  sessions, and nobody else needs to tell us where they went.
+- Every per-peer table is capped (least recently used evicted, counted): strangers can
+  send updates from any number of invented NIDs.
 """
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..proto.addr import ALL_NODES
+from ..proto import signature
+from ..proto.addr import ALL_NODES, is_cryptographic
 from ..proto.frames import TxItem
 from ..proto.locator_update import Ack, LocatorUpdateWireError, decode, encode_ack, encode_update
 from ..proto.numbers import NH_LOCATOR_UPDATE
 
 _U64 = 1 << 64
 SEQ_MOD = 1 << 32  # the sequence option is 32 bits
+MAX_PEERS = 4096   # peers whose last update we remember (least recently used evicted)
 
 
 def seq_newer(a: int, b: int) -> bool:
@@ -130,19 +143,28 @@ def locator_set(locs) -> tuple[int, ...]:
     return tuple(out)
 
 
-def _parse_opts(opts) -> tuple[bytes | None, int | None, bool | None, bool]:
-    """(nonce, seq, nonce_ok, well_formed) from the router's receive opts."""
+class _Opts:
+    """The router's receive opts, checked: nonce, seq, nonce_ok, sig."""
+    __slots__ = ("nonce", "seq", "nonce_ok", "sig")
+
+    def __init__(self, nonce=None, seq=None, nonce_ok=None, sig=None):
+        self.nonce, self.seq, self.nonce_ok, self.sig = nonce, seq, nonce_ok, sig
+
+
+def _parse_opts(opts) -> _Opts | None:
+    """The router's receive opts, or None when malformed."""
     if opts is None:
-        return None, None, None, True
+        return _Opts()
     if not isinstance(opts, dict):
-        return None, None, None, False
-    seq = opts.get("seq")
-    if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool)):
-        return None, None, None, False
+        return None
+    seq, nonce, sig = opts.get("seq"), opts.get("nonce"), opts.get("sig")
+    if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < SEQ_MOD):
+        return None
+    if nonce is not None and not isinstance(nonce, bytes) or sig is not None and not isinstance(sig, bytes):
+        return None
     ok = opts.get("nonce_ok")
     # Anything but an explicit True/None is a failed nonce check.
-    nonce_ok = True if ok is True else None if ok is None else False
-    return opts.get("nonce"), seq, nonce_ok, True
+    return _Opts(nonce, seq, True if ok is True else None if ok is None else False, sig)
 
 
 # ---------------------------------------------------------------- the core
@@ -185,7 +207,9 @@ class MobilityCore:
         self._sessions: dict[int, tuple[int, ...]] = {}   # peer NID -> locs, newest first
         self._hosts: dict[int, tuple[int, ...]] = {}      # peer NID -> locs, host table order
         self._pending: dict[int, _Pending] = {}           # peer NID -> unacked update
-        self._seen: dict[int, tuple[bytes | None, int, tuple[int, ...]]] = {}  # NID -> nonce, seq, locs
+        # NID -> (nonce, last accepted seq, its locs); kept on disk by the shell (seen_state)
+        self._seen: OrderedDict[int, tuple[bytes | None, int, tuple[int, ...]]] = OrderedDict()
+        self.seen_version = 0  # changes whenever seen_state() does
 
     # ------------------------------------------------------------ state
 
@@ -286,13 +310,19 @@ class MobilityCore:
         except LocatorUpdateWireError:
             self.counters["malformed"] += 1
             return []
-        nonce, seq, nonce_ok, well_formed = _parse_opts(opts)
-        if not well_formed:
+        parsed = _parse_opts(opts)
+        if parsed is None:
             self.counters["malformed_opts"] += 1
             return []
+        if is_cryptographic(src_nid):
+            reason = signature.check(src_nid, self.nid, parsed.seq, parsed.nonce, bytes(body), parsed.sig)
+            if reason is not None:
+                self.counters[("ack_" if isinstance(msg, Ack) else "update_") + reason] += 1
+                return []
+            parsed.nonce_ok = True  # the signature covers the nonce; a nonce proves nothing more
         if isinstance(msg, Ack):
-            return self._on_ack(src_nid, seq, nonce_ok)
-        return self._on_update(src_nid, arrival_loc, msg.locs, nonce, seq, nonce_ok)
+            return self._on_ack(src_nid, parsed.seq, parsed.nonce_ok)
+        return self._on_update(src_nid, arrival_loc, msg.locs, parsed)
 
     def on_timer(self, now: int) -> list[Action]:
         actions: list[Action] = []
@@ -353,7 +383,8 @@ class MobilityCore:
 
     # ------------------------------------------------------------ receiving
 
-    def _on_update(self, src_nid, arrival_loc, locs, nonce, seq, nonce_ok) -> list[Action]:
+    def _on_update(self, src_nid, arrival_loc, locs, opts: _Opts) -> list[Action]:
+        nonce, seq, nonce_ok = opts.nonce, opts.seq, opts.nonce_ok
         self.counters["updates_in"] += 1
         if src_nid == self.nid or src_nid == 0:
             self.counters["update_bad_sender"] += 1
@@ -365,6 +396,9 @@ class MobilityCore:
             if not self.accept_without_nonce:
                 self.counters["update_no_nonce_refused"] += 1
                 return []
+            if src_nid not in self._sessions:
+                self.counters["update_no_session"] += 1  # a stranger has nothing to tell us
+                return []
             self.counters["update_no_nonce_accepted"] += 1
         elif seq is None:
             self.counters["update_missing_seq"] += 1
@@ -374,8 +408,11 @@ class MobilityCore:
             return []
         ack = SendUpdate(src_nid, (locs[0],), arrival_loc, encode_ack(), seq)
         if seq is not None:
+            crypto = is_cryptographic(src_nid)
+            if crypto:
+                nonce = None  # one sequence space per key, whatever nonce the session has
             seen = self._seen.get(src_nid)
-            if seen is not None and seen[0] == nonce:  # a new nonce = a new sequence space
+            if seen is not None and seen[0] == nonce:  # a plain peer's new nonce = a new sequence space
                 _, last_seq, last_locs = seen
                 if seq == last_seq and locs == last_locs:
                     self.counters["update_duplicate"] += 1  # our ack was lost: ack again
@@ -384,6 +421,11 @@ class MobilityCore:
                     self.counters["update_replay"] += 1
                     return []
             self._seen[src_nid] = (nonce, seq, locs)
+            self._seen.move_to_end(src_nid)
+            if len(self._seen) > MAX_PEERS:
+                self._seen.popitem(last=False)
+                self.counters["seen_evicted"] += 1
+            self.seen_version += 1
         self.counters["updates_accepted"] += 1
         self._hosts[src_nid] = locs  # discovery's table will say the same shortly
         pending = self._pending.get(src_nid)
@@ -403,3 +445,24 @@ class MobilityCore:
         del self._pending[src_nid]
         self.counters["updates_acked"] += 1
         return []
+
+    # ------------------------------------------------------------ what a restart keeps
+
+    def seen_state(self) -> dict:
+        """The last accepted update per peer, for the shell to keep on disk."""
+        return {"seen": [[nid, None if n is None else n.hex(), seq, list(locs)]
+                         for nid, (n, seq, locs) in self._seen.items()]}
+
+    def restore_seen(self, state) -> None:
+        """Load seen_state() of a previous incarnation; malformed entries are counted."""
+        rows = state.get("seen") if isinstance(state, dict) else None
+        for row in rows if isinstance(rows, list) else ():
+            try:
+                nid, nonce, seq, locs = row
+                entry = (None if nonce is None else bytes.fromhex(nonce), int(seq) % SEQ_MOD,
+                         tuple(int(x) for x in locs))
+                self._seen[int(nid)] = entry
+            except (TypeError, ValueError):
+                self.counters["bad_seen_entry"] += 1
+        while len(self._seen) > MAX_PEERS:
+            self._seen.popitem(last=False)

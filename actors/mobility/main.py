@@ -19,10 +19,13 @@ from ..config import NodeConfig
 from ..proto.addr import AddressError, format64, parse_locator_set
 from ..proto.frames import RxItem
 from ..registry import open_actor
+from ..statefile import StateFile
 from .core import MobilityCore, PeerMoved, PublishLocators, SendUpdate
 
 log = logging.getLogger("mobility")
 STATE_FILE = "locators.json"
+SEEN_FILE = "update-seqs.json"
+SEEN_SAVE_INTERVAL_S = 1.0  # accepted updates reach the disk at most this often (and at once when idle)
 
 
 class MobilityShell:
@@ -35,6 +38,11 @@ class MobilityShell:
             config.nid, config.schedule, config.move_time_ms, config.handoff_time_ms,
             retries=config.update_retries, retry_interval_ms=config.update_interval_ms,
             accept_without_nonce=config.accept_updates_without_nonce, first_seq=first_seq)
+        self.seen_file = StateFile(run.path / SEEN_FILE, log, "update_seqs")
+        self.core.restore_seen(self.seen_file.load() or {})
+        self._seen_saved = self.core.seen_version
+        self._seen_save_due = False
+        self._seen_last_save = 0.0
         self.timer = CoreTimer(actor, self.core.next_deadline, lambda now: self.apply(self.core.on_timer(now)))
         actor.subscribe(topics.STATE_SESSIONS, self.on_sessions)
         actor.subscribe(topics.STATE_HOSTS, self.on_hosts)
@@ -57,7 +65,31 @@ class MobilityShell:
                 log.info("event=locators cur=%s leaving=%s", _fmt(action.cur), _fmt(action.leaving))
             elif kind is PeerMoved:
                 self.actor.publish(topics.MOB_PEER, action.body())
+        if self.core.seen_version != self._seen_saved:
+            self._save_seen_soon()
         self.timer.arm()
+
+    def _save_seen_soon(self) -> None:
+        """Keep the last accepted sequence numbers on disk: at once when the last write is
+        a second old, else once at the end of that second (a flood of signed updates from
+        invented keys must not become a flood of fsyncs)."""
+        if self._seen_save_due:
+            return
+        wait = self._seen_last_save + SEEN_SAVE_INTERVAL_S - time.monotonic()
+        if wait <= 0:
+            self._save_seen()
+        else:
+            self._seen_save_due = True
+            self.actor.call_later(wait, self._save_seen)
+
+    def _save_seen(self) -> None:
+        self._seen_save_due = False
+        self._seen_last_save = time.monotonic()
+        self._seen_saved = self.core.seen_version
+        try:
+            self.seen_file.save(self.core.seen_state())
+        except OSError as exc:
+            log.error("event=update_seqs_unwritable error=%r", exc.strerror)
 
     def on_sessions(self, _topic: bytes, body: dict) -> None:
         self.core.set_sessions(body.get("sessions", []))

@@ -21,7 +21,9 @@ OPT_PAD1 = 0x00
 OPT_PADN = 0x01
 OPT_NONCE = 0x8B  # RFC 6744 ILNP Nonce
 OPT_SEQ = 0x1E  # RFC 4727 experimental: top bits 00, so unknowing nodes skip it
+OPT_SIG = 0x3E  # [ext] signature: RFC 4727 experimental, top bits 00 (PROTOCOL.md)
 NONCE_LENGTHS = (4, 12)
+SIG_OPTION_LEN = 96  # 32-byte Ed25519 public key + 64-byte signature
 
 _SEQ_OPTION = struct.Struct("!BBI")
 _U32 = struct.Struct("!I")
@@ -90,8 +92,10 @@ def set_hop_limit(datagram: bytes, hop_limit: int) -> bytes:
 
 # --- [ext] destination options header ------------------------------------------------
 
-def encode_destopts(inner_next_header: int, nonce: bytes | None = None, seq: int | None = None) -> bytes:
-    """RFC 8200 destination options: nh, hdr ext len, [nonce], [seq], padding to 8 octets.
+def encode_destopts(inner_next_header: int, nonce: bytes | None = None, seq: int | None = None,
+                    sig: bytes | None = None) -> bytes:
+    """RFC 8200 destination options: nh, hdr ext len, [nonce], [seq], [signature], padding
+    to 8 octets.
 
     The nonce goes first, so the 4-byte sequence value lands 4n+2 aligned."""
     if not 0 <= inner_next_header <= 0xFF:
@@ -106,6 +110,11 @@ def encode_destopts(inner_next_header: int, nonce: bytes | None = None, seq: int
         if not 0 <= seq <= 0xFFFFFFFF:
             raise WireError(f"sequence number {seq} is not a 32-bit unsigned")
         out += _SEQ_OPTION.pack(OPT_SEQ, 4, seq)
+    if sig is not None:
+        if len(sig) != SIG_OPTION_LEN:
+            raise WireError(f"signature option of {len(sig)} bytes (must be {SIG_OPTION_LEN})")
+        out += _ONE_BYTE[OPT_SIG] + _ONE_BYTE[SIG_OPTION_LEN]
+        out += sig
     pad = -len(out) % 8
     if pad == 1:
         out.append(OPT_PAD1)
@@ -115,8 +124,8 @@ def encode_destopts(inner_next_header: int, nonce: bytes | None = None, seq: int
     return bytes(out)
 
 
-def decode_destopts(data: bytes) -> tuple[int, bytes | None, int | None, bytes]:
-    """-> (inner next header, nonce or None, seq or None, the rest of the payload).
+def decode_destopts(data: bytes) -> tuple[int, bytes | None, int | None, bytes | None, bytes]:
+    """-> (inner next header, nonce or None, seq or None, signature option or None, the rest).
 
     Unknown options whose type starts with bits 00 are skipped (RFC 8200 4.2); any other
     unknown option, a malformed length or a truncated header raises WireError."""
@@ -125,7 +134,7 @@ def decode_destopts(data: bytes) -> tuple[int, bytes | None, int | None, bytes]:
     end = (data[1] + 1) * 8
     if end > len(data):
         raise WireError(f"destination options header of {end} bytes but only {len(data)} present")
-    nonce = seq = None
+    nonce = seq = sig = None
     i = 2
     while i < end:
         opt = data[i]
@@ -146,30 +155,34 @@ def decode_destopts(data: bytes) -> tuple[int, bytes | None, int | None, bytes]:
             if i - start != 4:
                 raise WireError(f"sequence option of {i - start} bytes (must be 4)")
             seq = _U32.unpack_from(data, start)[0]
+        elif opt == OPT_SIG:
+            if i - start != SIG_OPTION_LEN:
+                raise WireError(f"signature option of {i - start} bytes (must be {SIG_OPTION_LEN})")
+            sig = bytes(data[start:i])
         elif opt != OPT_PADN and opt & 0xC0:
             raise WireError(f"unknown option type {opt:#04x} that must not be skipped")
-    return data[0], nonce, seq, data[end:]
+    return data[0], nonce, seq, sig, data[end:]
 
 
 def encode_with_opts(src_loc: int, src_nid: int, dst_loc: int, dst_nid: int, next_header: int,
                      payload: bytes, hop_limit: int, opts: dict | None, version: int = 6) -> bytes:
-    """A packet with opts {"nonce": bytes|None, "seq": int|None}: header(nh=60) + destopts + payload.
-
-    Plain packet when opts is None or holds neither."""
-    nonce = seq = None
+    """A packet with opts {"nonce": bytes|None, "seq": int|None, "sig": bytes|None}:
+    header(nh=60) + destopts + payload. Plain packet when opts is None or holds none."""
+    nonce = seq = sig = None
     if opts:
         nonce = opts.get("nonce")
         seq = opts.get("seq")
-    if nonce is None and seq is None:
+        sig = opts.get("sig")
+    if nonce is None and seq is None and sig is None:
         return encode(src_loc, src_nid, dst_loc, dst_nid, next_header, payload, hop_limit, version)
     return encode(src_loc, src_nid, dst_loc, dst_nid, NH_DESTOPTS,
-                  encode_destopts(next_header, nonce, seq) + payload, hop_limit, version)
+                  encode_destopts(next_header, nonce, seq, sig) + payload, hop_limit, version)
 
 
 def decode_with_opts(datagram: bytes) -> tuple[Packet, dict | None]:
-    """-> (packet with the inner next header and payload, {"nonce", "seq"} or None if plain)."""
+    """-> (packet with the inner next header and payload, {"nonce", "seq", "sig"} or None if plain)."""
     packet = decode(datagram)
     if packet.next_header != NH_DESTOPTS:
         return packet, None
-    inner, nonce, seq, rest = decode_destopts(packet.payload)
-    return packet._replace(next_header=inner, payload=rest), {"nonce": nonce, "seq": seq}
+    inner, nonce, seq, sig, rest = decode_destopts(packet.payload)
+    return packet._replace(next_header=inner, payload=rest), {"nonce": nonce, "seq": seq, "sig": sig}

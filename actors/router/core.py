@@ -75,7 +75,7 @@ class RouterCore:
                  route_lifetime_ms: int = 30000, session_lifetime_ms: int = 30000,
                  nonce_length: int = 12, rng_bytes: Callable[[int], bytes] = os.urandom,
                  nonce_packets: int = 3, is_owner_alive: Callable[[Any], bool] | None = None,
-                 duplicate_hold_ms: int = 500):
+                 duplicate_hold_ms: int = 500, signer=None):
         if not 0 <= hop_limit <= 255:
             raise ValueError(f"hop_limit {hop_limit} is not 0-255")
         if mtu < HEADER_LEN:
@@ -86,7 +86,7 @@ class RouterCore:
         self.nonce_packets = nonce_packets
         self.table = ForwardingTable(route_lifetime_ms)
         self.sessions_table = SessionTable(session_lifetime_ms)
-        self.peers = PeerTable(nonce_length, rng_bytes)
+        self.peers = PeerTable(nonce_length, rng_bytes, session_lifetime_ms, signer, nid)
         self.ports = PortRegistry(is_owner_alive)
         self.duplicates = DuplicateFilter(duplicate_hold_ms)
         self.counters: Counter = Counter()
@@ -118,7 +118,6 @@ class RouterCore:
         if src_nid == self.nid:
             self.counters["own"] += 1
             return []
-        self.peers.heard(src_nid, vtf >> 28)
         if hop > self.hop_limit:
             hop = self.hop_limit  # a forged 255 must not buy an unbounded flood
             self.counters["hop_clamped"] += 1
@@ -131,6 +130,7 @@ class RouterCore:
             if expires is not None:
                 self._due(expires)
         if dst_nid == self.nid or dst_loc == ALL_NODES:
+            self.peers.heard(src_nid, vtf >> 28)
             return self._arrive(arrival_loc, datagram, now, nh, hop,
                                 src_loc, src_nid, dst_loc, dst_nid)
         return self._forward(arrival_loc, datagram, now, hop, dst_loc)
@@ -144,13 +144,15 @@ class RouterCore:
         opts = None
         if nh == NH_DESTOPTS:
             try:
-                nh, nonce, seq, payload = decode_destopts(payload)
+                nh, nonce, seq, sig, payload = decode_destopts(payload)
             except WireError:
                 self.counters["bad_options"] += 1
                 return []
-            opts = self.peers.check(src_nid, nonce, seq)
+            opts = self.peers.check(src_nid, nonce, seq, sig, dst_loc != ALL_NODES, now)
         elif nh == NH_LOCATOR_UPDATE:
-            opts = self.peers.plain_update(src_nid)
+            opts = self.peers.plain_update(src_nid, now)
+        elif dst_loc != ALL_NODES:
+            self.peers.touch(src_nid, now)
 
         port = None
         if nh == NH_STP:
@@ -235,7 +237,7 @@ class RouterCore:
         unicast = dst_loc != ALL_NODES and next_header != NH_DISCOVERY
         key = (dst_loc, dst_nid)
         nonce_due = unicast and self.sessions_table.stamps(key, now) < self.nonce_packets
-        options = self.peers.options(dst_nid, next_header, nonce_due, opts)
+        options = self.peers.options(dst_nid, next_header, nonce_due, opts, payload)
         stamped = False
         if options is not None:
             if HEADER_LEN + len(options) + len(payload) > self.mtu and next_header != NH_LOCATOR_UPDATE:

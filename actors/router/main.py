@@ -16,6 +16,7 @@ from bus.actor import CoreTimer, monotonic_ms
 from bus.rundir import RunDir, pid_alive, write_atomic
 
 from ..config import NodeConfig
+from ..nodekey import node_signer
 from ..proto import topics
 from ..proto.addr import format64
 from ..proto.frames import LinkItem
@@ -38,6 +39,7 @@ class RouterShell:
             route_lifetime_ms=config.route_lifetime_ms,
             session_lifetime_ms=config.session_lifetime_ms,
             nonce_length=config.nonce_length, duplicate_hold_ms=config.duplicate_hold_ms,
+            signer=node_signer(config, run.path),
             is_owner_alive=lambda owner: pid_alive(int(owner)))
         self.epoch = time.time_ns()  # this incarnation's forwarding table
         self.sessions: list = []
@@ -179,7 +181,7 @@ class RouterShell:
 
     def _load_peers(self) -> None:
         try:
-            self.core.peers.restore(json.loads((self.run.path / PEERS_FILE).read_text()))
+            self.core.peers.restore(json.loads((self.run.path / PEERS_FILE).read_text()), monotonic_ms())
         except (OSError, ValueError):
             pass
         self._peers_saved = self.core.peers.size()
