@@ -162,6 +162,9 @@ BAD_INPUT = [
     (["--list", "5000", "bob", "6000"], "give exactly one of"),
     (["--list", "--delete", "5000"], "give exactly one of"),
     (["--replace", "--list"], "--replace goes with"),
+    (["--any-remote", "--list"], "--any-remote goes with"),
+    (["--delete", "5000", "--any-remote"], "--any-remote goes with"),
+    (["--any-remote", "5000", "bob"], "got 2 arguments"),
     (["--bogus"], "no such option"),
 ]
 
@@ -194,6 +197,13 @@ def test_help_is_not_an_error():
     assert proc.returncode == 0 and "LOCAL_PORT" in proc.stdout and proc.stderr == ""
 
 
+def test_help_says_who_is_delivered_and_where_any_remote_replies_go():
+    text = " ".join(map_cli("--help").stdout.split())
+    assert "--any-remote" in text
+    assert "only from REMOTE_HOST:REMOTE_PORT" in text
+    assert "replies still go to REMOTE_HOST:REMOTE_PORT" in text
+
+
 # ---- against a running node ---------------------------------------------------------
 
 def test_map_prints_the_proxy_port_and_binds_the_stp_port(node):
@@ -209,6 +219,7 @@ def test_map_json(node):
     assert result["proxy_port"] == node.proxy_port
     assert (result["local_port"], result["remote_host"], result["remote_port"]) == (5000, "bob", 6000)
     assert result["bound"] is True and result["resolved"] is False
+    assert result["any_remote"] is False
 
 
 def test_a_host_not_discovered_is_accepted_with_a_note(node):
@@ -321,3 +332,39 @@ def test_a_proxy_port_in_use_fails_the_start_with_one_log_line():
     finally:
         blocker.close()
         node.down()
+
+
+def test_any_remote_is_kept_listed_and_shown(node):
+    out = ok(node.map("5000", "bob", "6000", "--any-remote"))
+    assert out == f"mapped 127.0.0.1:5000 -> bob:6000 (any remote) via proxy port {node.proxy_port}\n"
+    ok(node.map("5001", "carol", "7001"))
+    one = json.loads(ok(node.map("5000", "bob", "6000", "--any-remote", "--json")))   # the same again
+    assert (one["local_port"], one["any_remote"]) == (5000, True)
+    listed = json.loads(ok(node.map("--list", "--json")))["mappings"]
+    assert [(m["local_port"], m["any_remote"]) for m in listed] == [(5000, True), (5001, False)]
+    plain = ok(node.map("--list")).splitlines()
+    assert "FROM" in plain[1]
+    assert [line.split()[2] for line in plain[2:]] == ["any", "remote"]
+    saved = json.loads((node.run_dir / "proxy-mappings.json").read_text())
+    assert [m.get("any_remote") for m in saved["mappings"]] == [True, False]
+    # the flag is part of the mapping: changing it either way needs --replace
+    assert "already mapped to bob:6000 with --any-remote" in one_line_error(node.map("5000", "bob", "6000"))
+    assert "without --any-remote" in one_line_error(node.map("5001", "carol", "7001", "--any-remote"))
+    ok(node.map("5001", "carol", "7001", "--any-remote", "--replace"))
+    ok(node.map("5000", "bob", "6000", "--replace"))
+    listed = node.ask("proxy", "list")["mappings"]
+    assert [(m["local_port"], m["any_remote"]) for m in listed] == [(5000, False), (5001, True)]
+    gone = json.loads(ok(node.map("--delete", "5001", "--json")))
+    assert gone["any_remote"] is True
+
+
+def test_any_remote_survives_kill_9_and_an_old_file_loads_without_it(node):
+    ok(node.map("5000", "bob", "6000", "--any-remote"))
+    node.kill("proxy")
+    node.start("proxy")
+    assert [(m["local_port"], m["any_remote"]) for m in node.ask("proxy", "list")["mappings"]] == [(5000, True)]
+    node.kill("proxy")
+    (node.run_dir / "proxy-mappings.json").write_text(json.dumps(   # as the proxy wrote it before the flag
+        {"version": 1, "mappings": [{"local_port": 5002, "remote_host": "bob", "remote_port": 6002}]}))
+    node.start("proxy")
+    assert [(m["local_port"], m["any_remote"]) for m in node.ask("proxy", "list")["mappings"]] == [(5002, False)]

@@ -31,7 +31,7 @@ from bus.rundir import RunDir
 from tests.labutil import is_root, lab_name, tool, wait_discovered, wait_for, write_topology
 from tests.test_map_cli import LocalNode, ok
 
-ALICE_NID, BOB_NID = 0xFFFF_0000_0000_000A, 0xFFFF_0000_0000_000B
+ALICE_NID, BOB_NID, CAROL_NID = 0xFFFF_0000_0000_000A, 0xFFFF_0000_0000_000B, 0xFFFF_0000_0000_000C
 LOC_A, LOC_B = 0xA, 0xB
 MAX_PAYLOAD = 1440 - 40 - 4
 
@@ -64,9 +64,9 @@ class FarSide:
                     out.append((nid, locs, *decode(segment)))
         return out
 
-    def deliver(self, port: int, src_port: int, data: bytes) -> None:
+    def deliver(self, port: int, src_port: int, data: bytes, src_nid: int = BOB_NID) -> None:
         """As the router does: push the segment to the inbox of whoever bound the port."""
-        item = [LOC_B, BOB_NID, LOC_A, ALICE_NID, LOC_A, encode(src_port, port, data), None]
+        item = [LOC_B, src_nid, LOC_A, ALICE_NID, LOC_A, encode(src_port, port, data), None]
         self.bus.direct.route(topics.stp_rx(port), RunDir(self.node.run_dir).inbox("proxy"))
         self.bus.send(topics.stp_rx(port), [item])
 
@@ -246,6 +246,101 @@ def test_loopback_unmap_stops_delivery(local):
         wait_for(lambda: core_counters(node).get("unmapped") == 1, 5, "unmapped counted")
     finally:
         a.close()
+
+
+def test_loopback_only_the_mapped_remote_is_delivered_unless_any_remote(local):
+    """Issue 11: carol (another NID) and bob's other STP ports do not reach alice's
+    mapping to bob:6000; with --any-remote they do."""
+    node, far = local
+    far.hosts(["bob", BOB_NID, [LOC_B], 0], ["carol", CAROL_NID, [0xC], 0])
+    ok(node.map("5000", "bob", "6000"))
+    wait_for(lambda: node.ask("proxy", "list")["mappings"][0]["resolved"], 5, "bob resolved")
+    a = app(5000)
+    try:
+        assert recv_retrying(a, lambda: far.deliver(5000, 6000, b"bob"))[0] == b"bob"
+        for _ in range(3):
+            far.deliver(5000, 6000, b"carol", src_nid=CAROL_NID)
+            far.deliver(5000, 6001, b"bob's other port")
+        wait_for(lambda: core_counters(node).get("from_unmapped_remote") == 6, 5, "the refusals counted")
+        far.deliver(5000, 6000, b"bob again")
+        got = []
+        with pytest.raises(socket.timeout):
+            while True:
+                got.append(a.recvfrom(100)[0])
+        assert b"bob again" in got and set(got) <= {b"bob", b"bob again"}, got
+        log = node.log("proxy")
+        lines = re.findall(r"event=drop reason=from_unmapped_remote port=5000 size=\d+ source=(\S+)", log)
+        assert len(lines) == 1 and lines[0] in ("[ffff:0:0:c]:6000", "[ffff:0:0:b]:6001"), lines
+
+        assert json.loads(ok(node.map("5000", "bob", "6000", "--any-remote", "--replace", "--json")))["any_remote"]
+        assert recv_retrying(a, lambda: far.deliver(5000, 6000, b"carol", src_nid=CAROL_NID))[0] == b"carol"
+        assert recv_retrying(a, lambda: far.deliver(5000, 4242, b"anyone", src_nid=0x77))[0] == b"anyone"
+        assert core_counters(node).get("from_unmapped_remote") == 6
+    finally:
+        a.close()
+
+
+def host_address() -> str:
+    """A non-loopback IPv4 address of this host (the one a route out would use)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("203.0.113.1", 9))        # TEST-NET-3: nothing is sent
+        except OSError:
+            pytest.skip("this host has no IPv4 route out")
+        addr = s.getsockname()[0]
+    if addr.startswith("127."):
+        pytest.skip("this host has no non-loopback IPv4 address")
+    return addr
+
+
+def test_loopback_a_datagram_from_another_address_is_refused():
+    """A proxy bound to every address still takes datagrams from loopback only."""
+    here = host_address()
+    node = LocalNode(bind="0.0.0.0").up()
+    far = FarSide(node)
+    outsider = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    a = app(5000)
+    try:
+        outsider.bind((here, 5000))
+        far.hosts(["bob", BOB_NID, [LOC_B], 0])
+        ok(node.map("5000", "bob", "6000"))
+        wait_for(lambda: node.ask("proxy", "list")["mappings"][0]["resolved"], 5, "bob resolved")
+        for _ in range(3):
+            outsider.sendto(b"from outside", (here, node.proxy_port))
+        wait_for(lambda: core_counters(node).get("from_foreign_source") == 3, 5, "the refusals counted")
+        assert far.sent(1, 0.3) == []
+        a.sendto(b"from loopback", ("127.0.0.1", node.proxy_port))
+        assert far.sent(1) == [(BOB_NID, [LOC_B], 5000, 6000, b"from loopback")]
+        lines = re.findall(r"event=drop reason=from_foreign_source port=5000 size=12 source=(\S+)",
+                           node.log("proxy"))
+        assert lines == [here]
+    finally:
+        outsider.close()
+        a.close()
+        far.close()
+        node.down()
+
+
+def test_loopback_the_bind_addresss_own_host_may_send():
+    """proxy.bind set to this host's address: applications reach it from that address."""
+    here = host_address()
+    node = LocalNode(bind=here).up()
+    far = FarSide(node)
+    a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        a.bind(("0.0.0.0", 5000))
+        a.settimeout(0.2)
+        far.hosts(["bob", BOB_NID, [LOC_B], 0])
+        ok(node.map("5000", "bob", "6000"))
+        wait_for(lambda: node.ask("proxy", "list")["mappings"][0]["resolved"], 5, "bob resolved")
+        a.sendto(b"from this host", (here, node.proxy_port))   # the kernel picks `here` as the source
+        assert far.sent(1) == [(BOB_NID, [LOC_B], 5000, 6000, b"from this host")]
+        assert core_counters(node).get("from_foreign_source", 0) == 0
+        assert recv_retrying(a, lambda: far.deliver(5000, 6000, b"back"))[0] == b"back"
+    finally:
+        a.close()
+        far.close()
+        node.down()
 
 
 # =========================================================================================
@@ -576,3 +671,79 @@ def test_mappings_survive_a_restart_of_the_whole_node(lab):
         wait_for(through, 20, "a datagram through bob's restarted node")
     finally:
         flow.close()
+
+
+class SocatSink:
+    """What a node's application on UDP port `port` receives: socat -u UDP-RECV:PORT
+    UNIX-SENDTO:out, read here datagram by datagram."""
+
+    def __init__(self, lab, node: str, port: int):
+        self.dir = Path(tempfile.mkdtemp(prefix="pxsink"))
+        self.out = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.out.bind(str(self.dir / "out.sock"))
+        self.proc = lab.popen(node, ["socat", "-u", f"UDP-RECV:{port}", f"UNIX-SENDTO:{self.dir / 'out.sock'}"],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def drain(self, timeout: float) -> list[bytes]:
+        """Everything that arrives until nothing has for `timeout` seconds."""
+        got = []
+        self.out.settimeout(timeout)
+        while True:
+            try:
+                got.append(self.out.recv(65536))
+            except socket.timeout:
+                return got
+
+    def close(self) -> None:
+        stop(self.proc)
+        self.out.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def socat_send(lab, node: str, src_port: int, data: bytes) -> None:
+    """One datagram from the node's UDP port src_port to its proxy port, sent by socat."""
+    proc = lab.exec(node, ["socat", "-u", "-", f"UDP-SENDTO:127.0.0.1:{PROXY_PORT},sourceport={src_port}"],
+                    input=data, capture_output=True, timeout=10)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.lab
+def test_a_third_node_reaches_a_mapping_only_when_it_is_any_remote(lab):
+    """alice maps 5600 -> bob:6600; the router maps 6600 -> alice:5600 as bob does, so its
+    datagrams differ from bob's by the source NID alone. Not delivered, counted, logged;
+    bob's are. After `ilnp-map --replace --any-remote 5600 bob 6600` the router's are too."""
+    a_port, b_port = 5600, 6600
+    map_both(lab, a_port, b_port)
+    assert ilnp_map(lab, "router", str(b_port), "alice", str(a_port))["bound"]
+    wait_discovered(lab, [("router", "alice")])
+    sink = SocatSink(lab, "alice", a_port)
+    try:
+        def delivered(node: str, data: bytes) -> bool:
+            socat_send(lab, node, b_port, data)
+            return data in sink.drain(0.3)
+
+        wait_for(lambda: delivered("bob", b"bob before"), 20, "bob's datagram at alice")
+        refused = lambda: proxy_status(lab, "alice")["core"].get("from_unmapped_remote", 0)  # noqa: E731
+        before, sent = refused(), 0
+
+        def router_refused() -> bool:
+            nonlocal sent
+            socat_send(lab, "router", b_port, b"router %d" % sent)
+            sent += 1
+            return refused() - before >= 3
+
+        wait_for(router_refused, 20, "the router's datagrams refused at alice", interval=0.2)
+        wait_for(lambda: delivered("bob", b"bob after"), 20, "bob's datagram after the router's")
+        assert not [d for d in sink.drain(0.5) if d.startswith(b"router")]
+        log = (lab.run_dir("alice") / "proxy.log").read_text()
+        assert re.search(rf"event=drop reason=from_unmapped_remote port={a_port} size=\d+ "
+                         rf"source=\[[0-9a-f:]+\]:{b_port}", log)
+
+        listed = ilnp_map(lab, "alice", "--replace", "--any-remote", str(a_port), "bob", str(b_port))
+        assert listed["any_remote"] is True
+        wait_for(lambda: delivered("router", b"router, any remote"), 20, "the router's datagram at alice")
+        wait_for(lambda: delivered("bob", b"bob, any remote"), 20, "bob's datagram still")
+    finally:
+        sink.close()
+        tool(lab, "alice", "ilnp-map", "--delete", str(a_port))
+        tool(lab, "router", "ilnp-map", "--delete", str(b_port))

@@ -1,12 +1,15 @@
 """`ilnp-map`: map a local UDP port to a remote host and port through the node's UDP proxy.
 
-    ilnp-map LOCAL_PORT REMOTE_HOST REMOTE_PORT [--replace]   map, print the proxy port
-    ilnp-map --list                                           the mappings
-    ilnp-map --delete LOCAL_PORT                              remove one
+    ilnp-map LOCAL_PORT REMOTE_HOST REMOTE_PORT [--replace] [--any-remote]
+                                            map, print the proxy port
+    ilnp-map --list                         the mappings
+    ilnp-map --delete LOCAL_PORT            remove one
     (each with --json for scripts, --run-dir DIR for a node other than the one here)
 
 An application bound to UDP port LOCAL_PORT sends to the proxy port (127.0.0.1) and
-receives from it. Every error is one line on stderr and a non-zero exit.
+receives from it: only what REMOTE_HOST sends from STP port REMOTE_PORT, or with
+--any-remote what any overlay host sends to LOCAL_PORT (its own datagrams still go to
+REMOTE_HOST:REMOTE_PORT). Every error is one line on stderr and a non-zero exit.
 """
 from __future__ import annotations
 
@@ -36,19 +39,29 @@ def note(text: str) -> None:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("args", nargs=-1, metavar="[LOCAL_PORT REMOTE_HOST REMOTE_PORT]")
 @click.option("--replace", is_flag=True, help="Change LOCAL_PORT's mapping if it has one.")
+@click.option("--any-remote", is_flag=True,
+              help="Deliver to LOCAL_PORT what any overlay host sends it, from any STP port (for a "
+                   "server); replies still go to REMOTE_HOST:REMOTE_PORT.")
 @click.option("--list", "do_list", is_flag=True, help="List the mappings.")
 @click.option("--delete", "delete_port", metavar="LOCAL_PORT", help="Remove LOCAL_PORT's mapping.")
 @run_dir_option
 @json_option
-def cli(args, replace, do_list, delete_port, run_dir, as_json):
+def cli(args, replace, any_remote, do_list, delete_port, run_dir, as_json):
     """Map local UDP port LOCAL_PORT to REMOTE_HOST:REMOTE_PORT over the overlay and print
-    the proxy port the application sends to; or --list, or --delete LOCAL_PORT."""
+    the proxy port the application sends to; or --list, or --delete LOCAL_PORT.
+
+    The application (bound to LOCAL_PORT on this host) sends to the proxy port on
+    loopback; datagrams from other hosts are dropped. It is delivered what arrives for
+    STP port LOCAL_PORT only from REMOTE_HOST:REMOTE_PORT (the NID REMOTE_HOST resolves
+    to now, and STP port REMOTE_PORT) unless the mapping is --any-remote: then from any
+    overlay host and port, and its replies still go to REMOTE_HOST:REMOTE_PORT."""
     modes = [bool(args), do_list, delete_port is not None]
     if sum(modes) != 1:
         raise click.UsageError("give exactly one of: LOCAL_PORT REMOTE_HOST REMOTE_PORT, --list, "
                                "--delete LOCAL_PORT")
-    if replace and not args:
-        raise click.UsageError("--replace goes with LOCAL_PORT REMOTE_HOST REMOTE_PORT")
+    for flag, given in (("--replace", replace), ("--any-remote", any_remote)):
+        if given and not args:
+            raise click.UsageError(f"{flag} goes with LOCAL_PORT REMOTE_HOST REMOTE_PORT")
     if do_list:
         show_list(ask_proxy(run_dir, "list"), as_json)
     elif delete_port is not None:
@@ -64,7 +77,7 @@ def cli(args, replace, do_list, delete_port, run_dir, as_json):
             raise click.UsageError(f"bad remote host {host!r}")
         remote_port = parse_port(args[2], "remote port")
         result = ask_proxy(run_dir, "map", local_port=local_port, host=host, remote_port=remote_port,
-                           replace=replace)
+                           replace=replace, any_remote=any_remote)
         show_one(result, as_json, "mapped")
         if not result.get("resolved"):
             note(f"{host} is not discovered yet: datagrams are dropped (and counted) until it is")
@@ -75,29 +88,33 @@ def cli(args, replace, do_list, delete_port, run_dir, as_json):
 def show_one(result: dict, as_json: bool, verb: str) -> None:
     if as_json:
         print_json({k: result[k] for k in ("proxy_port", "local_port", "remote_host", "remote_port",
-                                           "resolved", "bound") if k in result})
+                                           "any_remote", "resolved", "bound") if k in result})
         return
     local = f"{loopback(result)}:{result['local_port']}"
-    click.echo(f"{verb} {local} -> {result['remote_host']}:{result['remote_port']}"
+    anyone = " (any remote)" if result.get("any_remote") else ""
+    click.echo(f"{verb} {local} -> {result['remote_host']}:{result['remote_port']}{anyone}"
                f" via proxy port {result['proxy_port']}")
 
 
 def show_list(result: dict, as_json: bool) -> None:
     if as_json:
         print_json({"proxy_port": result["proxy_port"],
-                    "mappings": [{k: m[k] for k in ("local_port", "remote_host", "remote_port",
-                                                    "resolved", "bound")} for m in result["mappings"]]})
+                    "mappings": [{"local_port": m["local_port"], "remote_host": m["remote_host"],
+                                  "remote_port": m["remote_port"], "any_remote": bool(m.get("any_remote")),
+                                  "resolved": m["resolved"], "bound": m["bound"]} for m in result["mappings"]]})
         return
     click.echo(f"proxy port {result['proxy_port']} ({result['proxy_bind']})")
     if not result["mappings"]:
         click.echo("no mappings")
         return
-    click.echo(f"{'LOCAL':>6}  {'REMOTE':32}  STATE")
+    # FROM: who may deliver to LOCAL: only the mapped REMOTE, or any overlay host
+    click.echo(f"{'LOCAL':>6}  {'REMOTE':32}  {'FROM':6}  STATE")
     for m in result["mappings"]:
         state = ("ok" if m["resolved"] and m["bound"] else
                  ", ".join(s for s, bad in (("host not discovered", not m["resolved"]),
                                             ("not bound", not m["bound"])) if bad))
-        click.echo(f"{m['local_port']:>6}  {m['remote_host'] + ':' + str(m['remote_port']):32}  {state}")
+        source = "any" if m.get("any_remote") else "remote"
+        click.echo(f"{m['local_port']:>6}  {m['remote_host'] + ':' + str(m['remote_port']):32}  {source:6}  {state}")
 
 
 def loopback(result: dict) -> str:

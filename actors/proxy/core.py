@@ -5,25 +5,46 @@ that reached the proxy port from local source port LOCAL_PORT over STP from port
 LOCAL_PORT to HOST:REMOTE_PORT, and hands an STP segment for port LOCAL_PORT to the
 local UDP port LOCAL_PORT. STP ports are the UDP ports, 1 to 1.
 
+Who may use a mapping (issue 11):
+- into the overlay: only datagrams from a loopback source (127.0.0.0/8, ::1, or either
+  v4-mapped), or, when the proxy is bound to an address that is not loopback (nor a
+  wildcard), from that very address (this host). Anything else is `from_foreign_source`.
+- out of the overlay: a segment for LOCAL_PORT is delivered only if it comes from the
+  NID that HOST resolves to now (the host replica; a new NID for the name replaces the
+  old one at once) and from STP port REMOTE_PORT (where the remote's service, or its own
+  proxy mapping, sends from). While HOST is not discovered nothing can be checked, so
+  nothing is delivered (fail closed). A mapping made with any_remote (`ilnp-map
+  --any-remote`, for servers) delivers from every NID and port; its own datagrams still
+  go to HOST:REMOTE_PORT only.
+
 Pure: no sockets, no clock. Hostnames resolve through a HostReplica; the (nid, locators,
 STP header) of every mapping is worked out once per host-table change or mapping change,
-so a datagram costs one dict lookup. Bad commands raise MappingError (one line); bad
-datagrams are counted and dropped, never raised.
+so a datagram costs a dict lookup, plus one for its source address's remembered verdict.
+Bad commands raise MappingError (one line); bad datagrams are counted and dropped, never
+raised.
 
 Counters (drops unless said otherwise):
   oversize      a local datagram larger than the largest STP payload (mtu - 40 - 4)
   unmapped      a local datagram from a source port no mapping has
   host_unknown  a mapping's host is not (yet) discovered
+  from_foreign_source  a local datagram from an address that is not loopback (nor the
+                the bind address's own host); checked before anything else
   stp_unmapped  an STP segment for a port no mapping has (e.g. just unmapped)
   stp_malformed an STP segment shorter than its header
+  from_unmapped_remote   an STP segment for a mapped port from another NID than the
+                mapping's host's, or from another STP port than its REMOTE_PORT
+  from_unresolved_remote an STP segment for a mapped port whose host is not (yet)
+                discovered (nothing to check the source against)
   bad_saved     an unusable entry in the saved mappings
   to_overlay, to_local   datagrams passed on (not drops)
 """
 from __future__ import annotations
 
+import ipaddress
 from collections import Counter
 from dataclasses import dataclass
 
+from ..proto.addr import format64
 from ..proto.frames import TxItem
 from ..proto.ilnp import HEADER_LEN as ILNP_HEADER_LEN
 from ..proto.numbers import NH_STP
@@ -32,6 +53,7 @@ from ..proto.stp import StpError, decode, encode
 from ..stp.replica import HostReplica
 
 SAVED_VERSION = 1
+SOURCE_CACHE = 1024        # source addresses whose verdict is remembered (then forgotten at once)
 
 
 class MappingError(ValueError):
@@ -43,12 +65,14 @@ class Mapping:
     local_port: int
     host: str
     remote_port: int
+    any_remote: bool = False   # deliver from every overlay host and port, not only host:remote_port
 
     def as_dict(self) -> dict:
-        return {"local_port": self.local_port, "remote_host": self.host, "remote_port": self.remote_port}
+        return {"local_port": self.local_port, "remote_host": self.host, "remote_port": self.remote_port,
+                "any_remote": self.any_remote}
 
     def __str__(self) -> str:
-        return f"{self.local_port} -> {self.host}:{self.remote_port}"
+        return f"{self.local_port} -> {self.host}:{self.remote_port}{' (any remote)' if self.any_remote else ''}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,10 +95,16 @@ class DeliverLocal:
 
 @dataclass(frozen=True, slots=True)
 class Dropped:
-    """A local datagram dropped for a reason worth a (rate-limited) log line."""
-    reason: str  # "oversize", "unmapped" or "host_unknown"
+    """A datagram dropped for a reason worth a (rate-limited) log line.
+
+    Local datagrams ("oversize", "unmapped", "host_unknown", "from_foreign_source"): port
+    is their source port, source (for the last) their source address. STP segments
+    ("from_unmapped_remote", "from_unresolved_remote"): port is the mapped port they
+    were for, source "[nid]:stp_port" where they came from."""
+    reason: str
     port: int
     size: int
+    source: str = ""
 
 
 def check_port(value, what: str) -> int:
@@ -91,15 +121,42 @@ def check_host(value) -> str:
     return value
 
 
+def check_flag(value, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise MappingError(f"bad {what} {value!r}: must be true or false")
+    return value
+
+
+def _ip(text: str):
+    """An address as ipaddress sees it, v4-mapped IPv6 as the IPv4 it carries; None if not one."""
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def local_host_ip(bind: str):
+    """The one non-loopback address the proxy also accepts datagrams from: its bind address
+    when that is a specific address of this host; None for loopback or a wildcard."""
+    ip = _ip(bind)
+    return None if ip is None or ip.is_loopback or ip.is_unspecified else ip
+
+
 def max_payload(mtu: int) -> int:
     """The largest datagram one STP segment carries: mtu - ILNPv6 header - STP header."""
     return mtu - ILNP_HEADER_LEN - STP_HEADER_LEN
 
 
 class ProxyCore:
-    def __init__(self, proxy_port: int, mtu: int = 1440):
+    def __init__(self, proxy_port: int, mtu: int = 1440, bind: str = "127.0.0.1"):
+        """bind: the address the proxy socket is bound to (an IP address)."""
         self.proxy_port = proxy_port
         self.max_payload = max_payload(mtu)
+        self._bind_ip = local_host_ip(bind)
+        self._source_ok: dict[str, bool] = {}   # source address -> may it send (bounded)
         self.counters: Counter = Counter()
         self.hosts = HostReplica()
         self._maps: dict[int, Mapping] = {}
@@ -119,19 +176,24 @@ class ProxyCore:
     def resolved(self, local_port: int) -> bool:
         return self._routes.get(local_port) is not None
 
-    def check_map(self, local_port, host, remote_port, replace: bool = False) -> Mapping:
+    def check_map(self, local_port, host, remote_port, replace: bool = False,
+                  any_remote: bool = False) -> Mapping:
         """The mapping a `map` command asks for, checked against the rules (no change yet).
 
-        Mapping a port again to the same place is fine; to another place needs `replace`."""
+        Mapping a port again to the same place is fine; to another place, or with the
+        other any_remote setting, needs `replace`."""
         local_port = check_port(local_port, "local port")
         host = check_host(host)
         remote_port = check_port(remote_port, "remote port")
+        any_remote = check_flag(any_remote, "any_remote")
         if local_port == self.proxy_port:
             raise MappingError(f"local port {local_port} is the proxy port itself")
-        wanted = Mapping(local_port, host, remote_port)
+        wanted = Mapping(local_port, host, remote_port, any_remote)
         old = self._maps.get(local_port)
         if old is not None and old != wanted and not replace:
-            raise MappingError(f"local port {local_port} is already mapped to {old.host}:{old.remote_port}"
+            flag = " with --any-remote" if old.any_remote else \
+                " without --any-remote" if any_remote and (old.host, old.remote_port) == (host, remote_port) else ""
+            raise MappingError(f"local port {local_port} is already mapped to {old.host}:{old.remote_port}{flag}"
                                f" (replace it explicitly: ilnp-map --replace)")
         return wanted
 
@@ -164,9 +226,25 @@ class ProxyCore:
         return nid, locs, encode(mapping.local_port, mapping.remote_port, b"")
 
     # ---- the data path --------------------------------------------------------
-    def from_local(self, src_port: int, data) -> list:
-        """A datagram that reached the proxy port from local UDP port `src_port`."""
+    def source_allowed(self, src_host: str) -> bool:
+        """May a datagram from this address go into the overlay? (loopback, or the bind
+        address when that is this host's non-loopback address)"""
+        ok = self._source_ok.get(src_host)
+        if ok is None:
+            ip = _ip(src_host)
+            ok = ip is not None and (ip.is_loopback or ip == self._bind_ip)
+            if len(self._source_ok) >= SOURCE_CACHE:
+                self._source_ok.clear()
+            self._source_ok[src_host] = ok
+        return ok
+
+    def from_local(self, src_host: str, src_port: int, data) -> list:
+        """A datagram that reached the proxy port from `src_host` (the address recvfrom
+        gives), UDP port `src_port`."""
         size = len(data)
+        if not self.source_allowed(src_host):
+            self.counters["from_foreign_source"] += 1
+            return [Dropped("from_foreign_source", src_port, size, src_host)]
         if size > self.max_payload:
             self.counters["oversize"] += 1
             return [Dropped("oversize", src_port, size)]
@@ -181,18 +259,31 @@ class ProxyCore:
         self.counters["to_overlay"] += 1
         return [SendStp(nid, locs, header + data)]
 
-    def from_overlay(self, segment) -> list:
-        """An STP segment the router delivered to one of our ports."""
+    def from_overlay(self, src_nid: int, segment) -> list:
+        """An STP segment the router delivered to one of our ports, from NID `src_nid`
+        (the packet's source identifier, RxItem.src_nid)."""
         try:
-            _src, dst, data = decode(segment)
+            src, dst, data = decode(segment)
         except StpError:
             self.counters["stp_malformed"] += 1
             return []
-        if dst not in self._maps:
+        mapping = self._maps.get(dst)
+        if mapping is None:
             self.counters["stp_unmapped"] += 1
             return []
+        if not mapping.any_remote:
+            route = self._routes[dst]
+            if route is None:
+                return self._refuse("from_unresolved_remote", dst, src_nid, src, data)
+            if src_nid != route[0] or src != mapping.remote_port:
+                return self._refuse("from_unmapped_remote", dst, src_nid, src, data)
         self.counters["to_local"] += 1
         return [DeliverLocal(dst, data)]
+
+    def _refuse(self, reason: str, port: int, src_nid, src_port: int, data) -> list:
+        self.counters[reason] += 1
+        nid = format64(src_nid) if isinstance(src_nid, int) and 0 <= src_nid < 1 << 64 else repr(src_nid)
+        return [Dropped(reason, port, len(data), f"[{nid}]:{src_port}")]
 
     # ---- persistence ----------------------------------------------------------
     def saved(self) -> dict:
@@ -208,8 +299,9 @@ class ProxyCore:
         restored = []
         for entry in saved["mappings"]:
             try:
-                mapping = self.check_map(entry["local_port"], entry["remote_host"], entry["remote_port"])
-            except (MappingError, KeyError, TypeError):
+                mapping = self.check_map(entry["local_port"], entry["remote_host"], entry["remote_port"],
+                                         any_remote=entry.get("any_remote", False))  # absent: an older file
+            except (MappingError, KeyError, TypeError, AttributeError):
                 self.counters["bad_saved"] += 1
                 continue
             if mapping.local_port in self._maps:

@@ -1,7 +1,9 @@
 """The proxy actor: ProxyCore behind one local UDP socket and the bus.
 
 UDP from local port P (mapped) -> ilnp.tx (STP from P); ilnp.rx.42.P -> UDP from the
-proxy port to the local port P. Owns the mappings: served by `map`, `unmap`, `list`,
+proxy port to the local port P. Only local sources may send and only the mapped remote
+(unless the mapping is any_remote) may deliver: the core decides, the shell logs each
+kind of refusal at most once a second. Owns the mappings: served by `map`, `unmap`, `list`,
 saved to RUN_DIR/proxy-mappings.json on every change and read at start, so they
 survive kill -9 of this actor and a restart of the node. A PortBinder keeps every
 mapped port bound with the router; `map` answers once the router has (never blocking
@@ -37,7 +39,8 @@ class ProxyShell:
         self.sock, self.local_host = open_proxy_socket(config.proxy_bind, config.proxy_port)
         self.actor = actor = open_actor("proxy", run, requires=(topics.STATE_HOSTS,))
         self.counters = actor.counters
-        self.core = ProxyCore(config.proxy_port, config.mtu)
+        # the address really bound (proxy.bind may be a name): its host may send, besides loopback
+        self.core = ProxyCore(config.proxy_port, config.mtu, bind=self.sock.getsockname()[0])
         self.binder = BoundPorts(actor, self.on_binding)
         self.store = StateFile(run.path / MAPPINGS_FILE, log, "mappings")
         self._buf = bytearray(65536)           # any UDP datagram fits; oversize ones are seen whole
@@ -70,7 +73,7 @@ class ProxyShell:
             except OSError:
                 self.counters["rx_errors"] += 1
                 return taken
-            for action in from_local(addr[1], view[:size]):
+            for action in from_local(addr[0], addr[1], view[:size]):
                 if type(action) is SendStp:
                     emit(topics.ILNP_TX, action.tx_item())
                 else:
@@ -81,11 +84,11 @@ class ProxyShell:
         from_overlay, apply = self.core.from_overlay, self.apply
         for item in body.get("p", ()):
             try:
-                segment = item[5]  # frames.RxItem.payload
+                src_nid, segment = item[1], item[5]  # frames.RxItem.src_nid, .payload
             except (IndexError, TypeError):
                 self.counters["bad_rx_items"] += 1
                 continue
-            apply(from_overlay(segment))
+            apply(from_overlay(src_nid, segment))
 
     def apply(self, actions: list) -> None:
         for action in actions:
@@ -97,13 +100,18 @@ class ProxyShell:
                 except OSError:
                     self.counters["deliver_errors"] += 1
             elif type(action) is Dropped:
-                self.ratelog.warning(action.reason, "event=drop reason=%s port=%d size=%d max=%d total=%d",
-                                     action.reason, action.port, action.size, self.core.max_payload,
-                                     self.core.counters[action.reason])
+                if action.source:   # refused for where it came from: say where
+                    self.ratelog.warning(action.reason, "event=drop reason=%s port=%d size=%d source=%s total=%d",
+                                         action.reason, action.port, action.size, action.source,
+                                         self.core.counters[action.reason])
+                else:
+                    self.ratelog.warning(action.reason, "event=drop reason=%s port=%d size=%d max=%d total=%d",
+                                         action.reason, action.port, action.size, self.core.max_payload,
+                                         self.core.counters[action.reason])
 
     # ---- requests -----------------------------------------------------------
-    def cmd_map(self, reply: Reply, local_port, host, remote_port, replace=False) -> None:
-        mapping = self.core.check_map(local_port, host, remote_port, bool(replace))
+    def cmd_map(self, reply: Reply, local_port, host, remote_port, replace=False, any_remote=False) -> None:
+        mapping = self.core.check_map(local_port, host, remote_port, bool(replace), any_remote)
         port = mapping.local_port
         if self.binder.is_bound(port) or self.core.get(port) is not None:
             reply.ok(self._commit(mapping))  # ours already, or its binding is retried anyway
