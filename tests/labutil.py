@@ -81,3 +81,32 @@ def wait_discovered(lab, pairs: list[tuple[str, str]], timeout: float = 20.0) ->
 
 def is_root() -> bool:
     return os.geteuid() == 0
+
+
+def supervisor_pids(lab, node: str) -> dict[str, tuple[str, int]]:
+    """{program: (state, pid)} from `supervisorctl status` run the way a user runs it."""
+    proc = tool(lab, node, "supervisorctl", "-c", "supervisord.conf", "status", check=False)
+    states = {}
+    for line in proc.stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 2:
+            pid = int(parts[3].rstrip(",")) if len(parts) > 3 and parts[2] == "pid" else 0
+            states[parts[0]] = (parts[1], pid)
+    return states
+
+
+def all_running(lab, node: str) -> dict | None:
+    states = supervisor_pids(lab, node)
+    return states if states and all(s == "RUNNING" for s, _ in states.values()) else None
+
+
+def kill_actor(lab, node: str, actor: str, timeout: float = 15.0) -> None:
+    """kill -9 one actor of a node (by the PID its supervisord gives) and wait until it runs again."""
+    before = wait_for(lambda: all_running(lab, node), timeout, f"{node} all RUNNING")
+    os.kill(before[actor][1], 9)
+
+    def restarted():
+        now = all_running(lab, node)
+        return now if now and now[actor][1] != before[actor][1] else None
+
+    wait_for(restarted, timeout, f"{actor} on {node} to be restarted")

@@ -15,28 +15,11 @@ import pytest
 from actors import registry
 from bus.client import request
 from tools.lab.procs import alive
-from tests.labutil import REPO, lab_name, tool, wait_discovered, wait_for
+from tests.labutil import REPO, all_running, lab_name, supervisor_pids, tool, wait_discovered, wait_for
 
 pytestmark = pytest.mark.lab
 
 ACTORS = [entry.name for entry in registry.ACTORS if entry.name != "broker"]
-
-
-def supervisor_pids(lab, node: str) -> dict[str, tuple[str, int]]:
-    """{program: (state, pid)} from `supervisorctl status` run the way a user runs it."""
-    proc = tool(lab, node, "supervisorctl", "-c", "supervisord.conf", "status", check=False)
-    states = {}
-    for line in proc.stdout.splitlines():
-        parts = line.split()
-        if len(parts) >= 2:
-            pid = int(parts[3].rstrip(",")) if len(parts) > 3 and parts[2] == "pid" else 0
-            states[parts[0]] = (parts[1], pid)
-    return states
-
-
-def all_running(lab, node: str) -> dict | None:
-    states = supervisor_pids(lab, node)
-    return states if states and all(s == "RUNNING" for s, _ in states.values()) else None
 
 
 @pytest.fixture(scope="module")

