@@ -11,6 +11,9 @@ from actors.stream.core import (
     Forward, Opened, PauseReading, ResumeReading, SendStp, StreamCore, TcpClose, TcpConnect, TcpShutdown,
     TcpWrite,
 )
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from actors.proto.signature import nid_of, public_bytes
 from actors.stream.quic import QuicLink, Settings, make_certificate
 
 ALICE, BOB = 0xFFFF_0000_0000_000A, 0xFFFF_0000_0000_000B
@@ -19,8 +22,8 @@ HOSTS = [["alice", ALICE, [A], 0], ["bob", BOB, [B], 0]]
 
 
 @pytest.fixture(scope="module")
-def cert(tmp_path_factory) -> tuple[Path, Path]:
-    return make_certificate(tmp_path_factory.mktemp("cert"))
+def cert() -> tuple[bytes, bytes]:
+    return make_certificate(Ed25519PrivateKey.generate())
 
 
 class Tcp:
@@ -42,18 +45,19 @@ class Tcp:
 class Pair:
     """alice (client side) and bob (serving STP port 22), wired by fake STP."""
 
-    def __init__(self, cert, loss: float = 0.0, seed: int = 1):
+    def __init__(self, cert, loss: float = 0.0, seed: int = 1, bob_nid: int = BOB):
         settings = Settings()
 
         def factory(peer, client, original_cid=None):
             return QuicLink(settings, peer, cert=None if client else cert, original_cid=original_cid)
 
         self.now = 0
-        self.alice, self.bob = StreamCore(ALICE, factory), StreamCore(BOB, factory)
+        self.bob_nid = bob_nid
+        self.alice, self.bob = StreamCore(ALICE, factory), StreamCore(bob_nid, factory)
         for core in (self.alice, self.bob):
-            core.hosts.load(HOSTS)
+            core.hosts.load([["alice", ALICE, [A], 0], ["bob", bob_nid, [B], 0]])
         self.bob.serve(Forward(22, "127.0.0.1", 2222))
-        self.tcp = {ALICE: Tcp(), BOB: Tcp()}
+        self.tcp = {ALICE: Tcp(), bob_nid: Tcp()}
         self.rng, self.loss = random.Random(seed), loss
         self.slow_readers: set[int] = set()
         self.lost = 0
@@ -91,16 +95,16 @@ class Pair:
                 break
             self.now = max(self.now, min(due))
             self.run(self.alice.on_timer(self.now), ALICE)
-            self.run(self.bob.on_timer(self.now), BOB)
+            self.run(self.bob.on_timer(self.now), self.bob_nid)
         self.now = end
 
     def open(self, cid: int) -> int:
         """alice's client cid connects; bob's relay connects to its service: bob's cid."""
         self.run(self.alice.tcp_opened(cid, "bob", 22, self.now), ALICE)
         self.advance(50)
-        connect = self.tcp[BOB].of(TcpConnect)[-1]
+        connect = self.tcp[self.bob_nid].of(TcpConnect)[-1]
         assert (connect.host, connect.port) == ("127.0.0.1", 2222)
-        self.run(self.bob.tcp_connected(connect.cid, self.now), BOB)
+        self.run(self.bob.tcp_connected(connect.cid, self.now), self.bob_nid)
         self.advance(10)
         return connect.cid
 
@@ -252,3 +256,36 @@ def test_keepalive_holds_an_idle_stream_and_idle_connections_time_out(cert):
     assert p.tcp[ALICE].of(TcpClose, 1) == [TcpClose(1, None)]
     p.advance(40_000)
     assert p.alice.connections() == [] and p.bob.connections() == []
+
+
+# --- [ext] streams authenticated to the identifier (issue 11, PROTOCOL.md "Stream relay") ---
+
+def test_a_cryptographic_nid_is_authenticated_by_its_certificate():
+    bob_key = Ed25519PrivateKey.generate()
+    bob_nid = nid_of(public_bytes(bob_key))
+    p = Pair(make_certificate(bob_key), bob_nid=bob_nid)
+    far = p.open(1)
+    p.run(p.alice.tcp_data(1, b"hello", p.now), ALICE)
+    p.advance(10)
+    assert bytes(p.tcp[bob_nid].data[far]) == b"hello"
+    assert p.alice.counters["authenticated"] == 1
+
+
+def test_an_impostor_serving_for_a_cryptographic_nid_gets_no_byte():
+    """Another key's certificate for bob's NID: the client refuses the handshake before
+    a byte of the stream leaves (seen failing before: the stream was accepted)."""
+    bob_nid = nid_of(public_bytes(Ed25519PrivateKey.generate()))
+    p = Pair(make_certificate(Ed25519PrivateKey.generate()), bob_nid=bob_nid)
+    p.run(p.alice.tcp_opened(1, "bob", 22, p.now), ALICE)
+    p.run(p.alice.tcp_data(1, b"secret", p.now), ALICE)
+    p.advance(200)
+    assert not p.tcp[bob_nid].of(TcpConnect) and not p.tcp[bob_nid].data
+    [close] = p.tcp[ALICE].of(TcpClose, 1)
+    assert "certificate key does not certify the NID" in close.error
+    assert p.alice.counters["authenticated"] == 0
+
+
+def test_a_plain_nid_is_encrypted_not_authenticated(cert):
+    p = Pair(cert)
+    p.open(1)
+    assert p.alice.counters["unauthenticated"] == 1 and p.alice.counters["authenticated"] == 0

@@ -59,7 +59,7 @@ class Served:
 
 @pytest.fixture(scope="module")
 def served(make_lab_module, files, tmp_path_factory):
-    lab = make_lab_module()
+    lab = make_lab_module(defaults={"nid": "auto"})  # cryptographic NIDs: authenticated streams
     served = Served(lab, files[0], tmp_path_factory.mktemp("got"))
     yield served
     served.close()
@@ -69,6 +69,13 @@ def test_curl_fetches_20_mb_through_the_router_byte_exact(served, files):
     assert served.fetch("one") == files[1]
     counters = tool_json(served.lab, "router", "ilnp-status")["router"]["core"]
     assert counters.get("forwarded", 0) > SIZE // 1400  # it really went through the router
+
+
+def test_streams_to_a_cryptographic_nid_are_authenticated(served, files):
+    served.fetch("auth")
+    assert tool_json(served.lab, "alice", "ilnp-status")["stream"]["core"].get("authenticated", 0) >= 1
+    listed = tool(served.lab, "alice", "ilnp-forward", "list").stdout
+    assert "not authenticated" not in listed and tool_json(served.lab, "alice", "ilnp-forward", "list")["authenticated"]
 
 
 def test_twenty_concurrent_fetches_are_all_identical(served, files):

@@ -321,6 +321,8 @@ class StreamCore:
             elif kind is Connected:
                 conn.connected = True
                 conn.last_ping_ms = now
+                if conn.client:  # what the client knows of the server it reached
+                    self.counters["authenticated" if event.authenticated else "unauthenticated"] += 1
             elif kind is Closed:
                 actions.extend(self._closed(conn, event.reason))
         return actions

@@ -18,6 +18,8 @@ from bus.actor import CoreTimer, Reply, monotonic_ms
 from bus.rundir import RunDir
 
 from ..config import NodeConfig
+from ..nodekey import load_or_create
+from ..proto.addr import is_cryptographic
 from ..proto import stp, topics
 from ..proto.frames import RxItem, TxItem
 from ..proto.numbers import NH_STP
@@ -41,7 +43,8 @@ CONNECT_SOCKET = "stream.sock"
 class StreamShell:
     def __init__(self, config: NodeConfig, run: RunDir):
         self.actor = actor = open_actor("stream", run, requires=(topics.STATE_HOSTS,))
-        cert = make_certificate(run.path)
+        cert = make_certificate(load_or_create(run.path))
+        self.authenticated = is_cryptographic(config.nid)  # others can check our certificate
         settings = Settings(max_datagram=config.mtu - 44, idle_timeout_s=config.stream_idle_timeout_ms / 1000)
         self.core = StreamCore(config.nid, lambda peer, client, original_cid=None: QuicLink(
             settings, peer, cert=None if client else cert, original_cid=original_cid),
@@ -60,7 +63,8 @@ class StreamShell:
         actor.command("forwards", self.cmd_forwards)
         actor.command("delete", self.cmd_delete)
         actor.status_extra = lambda: {"core": dict(self.core.counters), "connections": self.core.connections(),
-                                      "local": len(self.conns), "authenticated": False}
+                                      "local": len(self.conns),
+                                      "authenticated": self.authenticated}
         self.connect_sock = self._unix_listener(run.path / CONNECT_SOCKET)
         actor.add_reader(self.connect_sock, lambda: self._accept(self.connect_sock, None))
         self.ports.want(0)  # our client port: every stream we open leaves from it
@@ -96,7 +100,7 @@ class StreamShell:
         return {"serve": [self.table.describe_serve(f, bound=self.ports.is_bound(f.stp_port))
                           for f in self.table.serves()],
                 "listen": [self.table.describe_listen(e) for e in self.table.listens()],
-                "authenticated": False}
+                "authenticated": self.authenticated}
 
     def cmd_delete(self, serve=None, listen=None) -> dict:
         if (serve is None) == (listen is None):

@@ -8,21 +8,26 @@ neither changes when a node moves (ILNP carries the move below QUIC).
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import ssl
 from dataclasses import dataclass
-from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.x509.oid import NameOID
 from qh3._hazmat import Buffer
 from qh3.quic import events as qe
 from qh3.quic.configuration import QuicConfiguration
 from qh3.quic.connection import QuicConnection
 from qh3.quic.packet import pull_quic_header
+from qh3.tls import SignatureAlgorithm
+
+from ..proto.addr import is_cryptographic
+from ..proto.signature import nid_of, public_bytes
 
 ALPN = "ilnp-stream/1"
+WRONG_KEY = "certificate key does not certify the NID"
 CID_LENGTH = 8
 
 
@@ -41,7 +46,9 @@ class StreamReset:
 
 @dataclass(frozen=True, slots=True)
 class Connected:
-    """The handshake completed."""
+    """The handshake completed; authenticated: the server's certificate key certifies its
+    (cryptographic) NID. A plain NID's stream is encrypted, not authenticated."""
+    authenticated: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,27 +69,40 @@ def peer_address(nid: int, port: int) -> tuple[str, int]:
     return (":".join(f"{(nid >> s) & 0xFFFF:x}" for s in (112, 96, 80, 64, 48, 32, 16, 0)), port)
 
 
-def make_certificate(directory: Path) -> tuple[Path, Path]:
-    """A self-signed certificate and key for this node's relay, made once and kept (0600)."""
-    cert_path, key_path = directory / "stream-cert.pem", directory / "stream-key.pem"
-    if cert_path.exists() and key_path.exists():
-        return cert_path, key_path
-    key = ec.generate_private_key(ec.SECP256R1())
+def nid_of_address(address: str) -> int:
+    """The NID back from peer_address()."""
+    return int(ipaddress.IPv6Address(address)) & ((1 << 64) - 1)
+
+
+# Ed25519 first: our servers' certificates carry the node key. The rest for servers of
+# earlier versions of this relay (P-256 certificates).
+SIGNATURE_ALGORITHMS = [SignatureAlgorithm.ED25519, SignatureAlgorithm.ECDSA_SECP256R1_SHA256,
+                        SignatureAlgorithm.RSA_PSS_RSAE_SHA256]
+
+
+def make_certificate(node_key: Ed25519PrivateKey) -> tuple[bytes, bytes]:
+    """(certificate, key) PEM of this node's relay: self-signed with the node key, made in
+    memory at each start (nothing more to keep on disk), so that a client can check that
+    its key hashes to our NID (PROTOCOL.md, "[ext] Stream relay")."""
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ilnp-node")])
     now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(node_key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(days=1))
             .not_valid_after(now + datetime.timedelta(days=3650))
-            .sign(key, hashes.SHA256()))
-    for path, data in ((key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                    serialization.NoEncryption())),
-                       (cert_path, cert.public_bytes(serialization.Encoding.PEM))):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(data)
-        tmp.chmod(0o600)
-        tmp.replace(path)
-    return cert_path, key_path
+            .sign(node_key, None))
+    key_pem = node_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                     serialization.NoEncryption())
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+def certified_nid(der_certificate: bytes) -> int | None:
+    """The cryptographic NID a peer's certificate key certifies (None: not an Ed25519 key)."""
+    try:
+        key = x509.load_der_x509_certificate(der_certificate).public_key()
+    except ValueError:
+        return None
+    return nid_of(public_bytes(key)) if isinstance(key, Ed25519PublicKey) else None
 
 
 def initial_cid(datagram: bytes) -> bytes | None:
@@ -98,22 +118,25 @@ def initial_cid(datagram: bytes) -> bytes | None:
 class QuicLink:
     """One QUIC connection. Time is float seconds (the core passes now_ms / 1000)."""
 
-    def __init__(self, settings: Settings, peer: tuple[str, int], *, cert: tuple[Path, Path] | None = None,
+    def __init__(self, settings: Settings, peer: tuple[str, int], *, cert: tuple[bytes, bytes] | None = None,
                  original_cid: bytes | None = None):
         config = QuicConfiguration(
             is_client=cert is None, alpn_protocols=[ALPN], max_datagram_size=settings.max_datagram,
             probe_datagram_size=False, idle_timeout=settings.idle_timeout_s,
             max_stream_data=settings.max_stream_data, max_data=settings.max_data,
-            connection_id_length=CID_LENGTH)
+            connection_id_length=CID_LENGTH, signature_algorithms=SIGNATURE_ALGORITHMS)
         if cert is None:
-            # Plain NIDs carry no key to check a certificate against: encrypted, not
-            # authenticated (the relay says so).
+            # No CA: the TLS library checks that the server holds its certificate's key;
+            # we check that the key certifies the NID (receive), or say the stream is
+            # only encrypted when the NID is plain.
             config.verify_mode = ssl.CERT_NONE
             config.server_name = "ilnp-node"
         else:
-            config.load_cert_chain(str(cert[0]), str(cert[1]))
+            config.load_cert_chain(cert[0], cert[1])
         self.peer = peer
         self.is_client = cert is None
+        self._expect_nid = nid_of_address(peer[0]) if self.is_client else None
+        self.authenticated = False
         self._conn = QuicConnection(configuration=config, original_destination_connection_id=original_cid)
         self._closed = False
 
@@ -123,6 +146,18 @@ class QuicLink:
     def receive(self, datagram: bytes, now: float) -> None:
         self._conn.receive_datagram(datagram, self.peer, now)
 
+    def _check_peer(self) -> bool:
+        """At the handshake's end (the relay takes events before it sends datagrams, so
+        before a byte of a stream leaves): a cryptographic NID's certificate must carry
+        the key that NID certifies. False: refused, the connection is closing."""
+        if not self.is_client or not is_cryptographic(self._expect_nid):
+            return True
+        cert = self._conn.get_peercert()
+        if cert is not None and certified_nid(cert.public_bytes()) == self._expect_nid:
+            self.authenticated = True
+            return True
+        self._conn.close(error_code=0x0128, reason_phrase=WRONG_KEY)
+        return False
     def datagrams(self, now: float) -> list[bytes]:
         return [data for data, _addr in self._conn.datagrams_to_send(now)]
 
@@ -160,7 +195,11 @@ class QuicLink:
             elif kind is qe.StreamReset:
                 out.append(StreamReset(event.stream_id, event.error_code))
             elif kind is qe.HandshakeCompleted:
-                out.append(Connected())
+                if self._check_peer():
+                    out.append(Connected(self.authenticated))
+                else:
+                    self._closed = True
+                    out.append(Closed(WRONG_KEY))
             elif kind is qe.ConnectionTerminated and not self._closed:
                 self._closed = True
                 out.append(Closed(event.reason_phrase or f"error {event.error_code}"))
