@@ -159,3 +159,28 @@ def test_a_plain_nid_keeps_the_nonce_rules():
     assert bob.moved(bob.hear(first))
     wrong = forged([R], {"nonce": b"x" * 12, "seq": 6}, nid=plain)
     assert bob.moved(bob.hear(wrong)) == [] and bob.mobility.counters["update_bad_nonce"] == 1
+
+
+def test_an_original_node_still_moves_with_a_cryptographic_peer():
+    """Interop under the documented policy (docs/SECURITY.md): an original node (version 0,
+    plain NID, no options) updates a project node that has nid = auto and a session with
+    it; the project node's ack goes back as the original expects it: plain, unsigned."""
+    original = 0xFFFF_0000_0000_000A
+    bob_key = signature.Signer(Ed25519PrivateKey.from_private_bytes(b"b" * 32))
+    router = RouterCore(bob_key.nid, signer=bob_key)
+    router.set_locators([A, B], [], 0)
+    mobility = MobilityCore(bob_key.nid, [[B]], 0, 0)
+    mobility.start(0)
+    mobility.set_sessions([[A, original]])
+    update = wire.encode(A, original, B, bob_key.nid, NH_LOCATOR_UPDATE, encode_update([B]), 3, version=0)
+    [deliver] = [a for a in router.receive(B, update, 5) if isinstance(a, Deliver)]
+    rx = deliver.item
+    out = mobility.receive(rx.src_loc, rx.src_nid, rx.arrival_loc, rx.payload, rx.opts, 5)
+    assert [a for a in out if isinstance(a, PeerMoved)] == [PeerMoved(original, (B,), B)]
+    [ack] = [a for a in out if isinstance(a, SendUpdate)]
+    datagram = sent(router.send(*ack.tx_item()[:5], ack.tx_item().opts, 6))
+    packet, opts = wire.decode_with_opts(datagram)
+    assert opts is None and packet.payload == encode_ack()  # what the original understands
+    # and our own move reaches the original the same way: no options it would choke on
+    mover = sent(router.send(original, [B], NH_LOCATOR_UPDATE, encode_update([A]), B, {"seq": 1}, 7))
+    assert wire.decode_with_opts(mover)[1] is None and router.peers.counters["opts_dropped"] == 1
