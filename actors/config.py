@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .proto.addr import AddressError, parse64, parse_schedule
+from .proto.discovery import HOSTNAME_RULE, valid_hostname
 from .registry import config_sections
 
 CONF_ENV = "ILNP_CONF"
@@ -49,6 +50,7 @@ class NodeConfig:
     session_lifetime_ms: int = 30_000
     duplicate_hold_ms: int = 500
     wait_time_ms: int = 30_000
+    max_hosts: int = 1024
     update_retries: int = 3
     update_interval_ms: int = 1000
     nonce_length: int = 12
@@ -67,8 +69,7 @@ def _seconds(v: float) -> int:
 
 # key path -> (type, field name, converter or None, check or None, what the check wants)
 _SPEC: dict[str, tuple] = {
-    "hostname": (str, "hostname", None, lambda v: 0 < len(v.encode()) <= 255 and v.isprintable(),
-                 "1-255 printable characters"),
+    "hostname": (str, "hostname", None, valid_hostname, HOSTNAME_RULE),
     "nid": (str, "nid", lambda v: None if v == AUTO_NID else parse64(v), None, ""),
     "locators.schedule": (str, "schedule", parse_schedule, None, ""),
     "locators.move_time": ((int, float), "move_time_ms", _seconds, lambda v: v > 0, "> 0"),
@@ -85,6 +86,7 @@ _SPEC: dict[str, tuple] = {
     "router.duplicate_hold": ((int, float), "duplicate_hold_ms", _seconds, lambda v: 0 <= v <= 10, "0-10 (0: off)"),
     "router.session_lifetime": ((int, float), "session_lifetime_ms", _seconds, lambda v: v > 0, "> 0"),
     "discovery.wait_time": ((int, float), "wait_time_ms", _seconds, lambda v: v > 0, "> 0"),
+    "discovery.max_hosts": (int, "max_hosts", None, lambda v: 1 <= v <= 1_000_000, "1-1000000"),
     "mobility.update_retries": (int, "update_retries", None, lambda v: 0 <= v <= 100, "0-100"),
     "mobility.update_interval": ((int, float), "update_interval_ms", _seconds, lambda v: v > 0, "> 0"),
     "mobility.nonce_length": (int, "nonce_length", None, lambda v: v in (4, 12), "4 or 12"),

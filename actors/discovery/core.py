@@ -6,18 +6,34 @@ Speaks solicitations and advertisements and keeps the host table. The flood
 Locators: `joined` may include the `leaving` ones (state.locators does) or not;
 the core treats their union as joined and `joined - leaving` as *active*. Only
 active locators solicit, send answers and accept discovery packets.
+
+[ext] Discovery safeguards (PROTOCOL.md): a body must name its packet's source NID; a
+hostname claimed by several live NIDs resolves to a cryptographic NID before a plain
+one, then to the claimant seen first (our own hostname always to us), and the others
+are conflicts; the table holds at most `max_hosts` NIDs (least recently heard evicted)
+and `MAX_LOCATORS_PER_HOST` locators each; a refresh costs O(1), and HostsChanged is
+rate-limited (a token bucket: a burst of PUBLISH_BURST, then one per
+PUBLISH_INTERVAL_MS, the change held back going out when the next token comes), so
+publishing the whole table costs in proportion to time, not to packets. The clock
+(`now`) never goes backwards.
 """
 from __future__ import annotations
 
 import random
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Iterable, NamedTuple
 
 from ..proto import discovery as wire
-from ..proto.addr import ALL_NODES
+from ..proto.addr import ALL_NODES, is_cryptographic
 from ..proto.frames import TxItem
 from ..proto.numbers import NH_DISCOVERY
+
+
+DEFAULT_MAX_HOSTS = 1024        # NIDs in the host table (config discovery.max_hosts)
+MAX_LOCATORS_PER_HOST = 16      # a NID's locators beyond these: the least recently seen goes
+PUBLISH_INTERVAL_MS = 100       # HostsChanged: one per interval once the burst is spent
+PUBLISH_BURST = 8               # ... and this many at once after a quiet time (start-up)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +48,8 @@ class Announce:
 
 @dataclass(frozen=True, slots=True)
 class HostsChanged:
-    """The host table's content changed (not a mere refresh): republish hosts(now)."""
+    """The host table's content changed (not a mere refresh): republish hosts(now).
+    Rate-limited: a change made while the bucket is empty comes out of on_timer."""
 
 
 Action = Announce | HostsChanged
@@ -40,22 +57,33 @@ Action = Announce | HostsChanged
 
 class HostRow(NamedTuple):
     hostname: str
-    nid: int
+    nid: int  # the NID the name resolves to (the winner of a conflict)
     locs: list[int]  # most recently seen first
     age_ms: int  # since the most recent sighting of any of them
+
+
+class Conflict(NamedTuple):
+    hostname: str
+    nid: int  # who the name resolves to (our own NID for our hostname)
+    losers: tuple[int, ...]  # the other live NIDs claiming it, in the order first seen
 
 
 @dataclass(slots=True)
 class _Node:
     hostname: str
+    last: int  # most recent sighting of any locator (ms)
     locs: dict[int, int] = field(default_factory=dict)  # loc -> last seen (ms)
 
 
 class DiscoveryCore:
-    def __init__(self, hostname: str, nid: int, wait_time_ms: int, rng: random.Random):
+    def __init__(self, hostname: str, nid: int, wait_time_ms: int, rng: random.Random,
+                 max_hosts: int = DEFAULT_MAX_HOSTS):
         wire.check_hostname(hostname)
         if wait_time_ms < 1:
             raise ValueError(f"wait_time_ms must be positive, got {wait_time_ms}")
+        if max_hosts < 1:
+            raise ValueError(f"max_hosts must be positive, got {max_hosts}")
+        self.max_hosts = max_hosts
         self.hostname = hostname
         self.nid = nid
         self.wait_time_ms = wait_time_ms
@@ -67,8 +95,15 @@ class DiscoveryCore:
         self._solicit_at: dict[int, int] = {}  # active loc -> next solicitation due
         self._forced_at = -1_000_000  # last solicit_now()
         self._solicited_rx: dict[int, int] = {}  # joined loc -> last solicitation received
-        self._nodes: dict[int, _Node] = {}  # nid -> hostname and its locators
-        self._by_name: dict[str, dict[int, None]] = {}  # hostname -> nids (ordered set)
+        # nid -> hostname and its locators, least recently heard first (LRU eviction)
+        self._nodes: OrderedDict[int, _Node] = OrderedDict()
+        # (nid, loc) -> last seen, least recently seen first (expiry pops from the front)
+        self._sightings: OrderedDict[tuple[int, int], int] = OrderedDict()
+        # hostname -> nids claiming it, in the order first seen under that name
+        self._by_name: dict[str, dict[int, None]] = {}
+        self._credit_ms = PUBLISH_BURST * PUBLISH_INTERVAL_MS  # token bucket, in ms of refill
+        self._credit_at = 0
+        self._publish_due: int | None = None  # a change is held back until then
 
     # -- locators and timers ---------------------------------------------------------
 
@@ -101,13 +136,20 @@ class DiscoveryCore:
             else:
                 actions.append(self._solicit(loc))
             self._solicit_at[loc] = now + self._interval()
-        if self._expire(now):
-            actions.append(HostsChanged())
+        expired = self._expire(now)
+        if self._publish_due is not None and now >= self._publish_due:
+            self._publish_due = None
+            self._publish(now, actions)  # what was held back, and the expiry with it
+        elif expired:
+            self._changed(now, actions)
         return actions
 
     def next_deadline(self) -> int | None:
         deadlines = list(self._solicit_at.values())
-        deadlines.extend(min(n.locs.values()) + self.expiry_ms for n in self._nodes.values())
+        if self._sightings:
+            deadlines.append(next(iter(self._sightings.values())) + self.expiry_ms)
+        if self._publish_due is not None:
+            deadlines.append(self._publish_due)
         return min(deadlines, default=None)
 
     def _interval(self) -> int:
@@ -144,16 +186,22 @@ class DiscoveryCore:
             return []
         try:
             msg = wire.decode(body)
+        except wire.BadHostname:
+            self.counters["bad_hostname"] += 1
+            return []
         except wire.DiscoveryWireError:
             self.counters["malformed"] += 1
             return []
         if msg.nid == self.nid or src_nid == self.nid:  # our own, flooded back
             self.counters["own"] += 1
             return []
+        if msg.nid != src_nid:  # a body speaking for another node: a forgery
+            self.counters["body_nid_mismatch"] += 1
+            return []
         actions: list[Action] = []
         # Every copy teaches the table, flooded or eavesdropped alike.
         if self._learn(msg.loc, msg.nid, msg.hostname, now):
-            actions.append(HostsChanged())
+            self._changed(now, actions)
         if not msg.solicitation:
             self.counters["adverts_in"] += 1
             return actions
@@ -174,72 +222,150 @@ class DiscoveryCore:
         if node is None:  # never discovered: no hostname to file it under
             self.counters["moved_unknown"] += 1
             return []
-        new = {loc: now for loc in dict.fromkeys(locs)}
-        changed = new.keys() != node.locs.keys()
-        node.locs = new
+        new = list(dict.fromkeys(locs))[:MAX_LOCATORS_PER_HOST]
+        changed = set(new) != node.locs.keys()
+        for loc in node.locs:
+            del self._sightings[(nid, loc)]
+        node.locs = {}
         if not new:
             self._forget(nid)
-        return [HostsChanged()] if changed else []
+        else:
+            for loc in new:  # same time: rows keep this order
+                self._see(nid, node, loc, now)
+        actions: list[Action] = []
+        if changed:
+            self._changed(now, actions)
+        return actions
 
     def resolve(self, hostname: str, now: int | None = None) -> list[tuple[int, int]]:
-        """(loc, nid) for a hostname, most recently seen first; `now` hides expired ones."""
-        seen = []
-        for nid in self._by_name.get(hostname, ()):
-            for loc, last in self._nodes[nid].locs.items():
-                if now is None or now - last < self.expiry_ms:
-                    seen.append((last, loc, nid))
+        """(loc, nid) of the NID the hostname resolves to, most recently seen first;
+        `now` hides expired ones. Our own hostname resolves to us, on our active locators."""
+        if hostname == self.hostname:
+            return [(loc, self.nid) for loc in self._active]
+        nid = self._winner(hostname, now)
+        if nid is None:
+            return []
+        seen = [(last, loc) for loc, last in self._nodes[nid].locs.items()
+                if now is None or now - last < self.expiry_ms]
         seen.sort(key=lambda e: -e[0])  # stable: ties keep table order
-        return [(loc, nid) for _, loc, nid in seen]
+        return [(loc, nid) for _, loc in seen]
 
     def name_of(self, loc: int, nid: int) -> str | None:
+        """The hostname of an I-LV; None for a NID that lost its name in a conflict."""
         node = self._nodes.get(nid)
-        return node.hostname if node is not None and loc in node.locs else None
+        if node is None or loc not in node.locs or self._winner(node.hostname, None) != nid:
+            return None
+        return node.hostname
 
     def hosts(self, now: int) -> list[HostRow]:
+        """One row per hostname (its winner's), sorted by hostname; our own name has none."""
         rows = []
-        for nid, node in self._nodes.items():
-            live = [(last, loc) for loc, last in node.locs.items() if now - last < self.expiry_ms]
-            if not live:
+        for hostname in self._by_name:
+            if hostname == self.hostname:
                 continue
+            nid = self._winner(hostname, now)
+            if nid is None:
+                continue
+            live = [(last, loc) for loc, last in self._nodes[nid].locs.items() if now - last < self.expiry_ms]
             live.sort(key=lambda e: -e[0])
-            rows.append(HostRow(node.hostname, nid, [loc for _, loc in live], now - live[0][0]))
-        rows.sort(key=lambda r: (r.hostname, r.nid))
+            rows.append(HostRow(hostname, nid, [loc for _, loc in live], now - live[0][0]))
+        rows.sort(key=lambda r: r.hostname)
         return rows
+
+    def conflicts(self, now: int) -> list[Conflict]:
+        """Every hostname claimed by more than one live NID (ours counts for our name):
+        who it resolves to and the losers, sorted by hostname."""
+        out = []
+        for hostname, nids in self._by_name.items():
+            live = [nid for nid in nids if self._live(nid, now)]
+            winner = self._winner(hostname, now)
+            losers = tuple(nid for nid in live if nid != winner)
+            if losers:
+                out.append(Conflict(hostname, winner, losers))
+        out.sort(key=lambda c: c.hostname)
+        return out
+
+    def _live(self, nid: int, now: int | None) -> bool:
+        return now is None or now - self._nodes[nid].last < self.expiry_ms
+
+    def _winner(self, hostname: str, now: int | None) -> int | None:
+        """The live NID a hostname resolves to: us for our own name; else the first seen
+        cryptographic one, else the first seen (claims are kept in the order first seen
+        under the name)."""
+        if hostname == self.hostname:
+            return self.nid
+        first = None
+        for nid in self._by_name.get(hostname, ()):
+            if not self._live(nid, now):
+                continue
+            if is_cryptographic(nid):
+                return nid
+            if first is None:
+                first = nid
+        return first
 
     def _learn(self, loc: int, nid: int, hostname: str, now: int) -> bool:
         """Record a sighting; True when the table's content changed."""
         node = self._nodes.get(nid)
         changed = False
         if node is None:
-            node = self._nodes[nid] = _Node(hostname)
-            self._by_name.setdefault(hostname, {})[nid] = None
+            if len(self._nodes) >= self.max_hosts:  # the least recently heard goes
+                self._forget(next(iter(self._nodes)))
+                self.counters["hosts_evicted"] += 1
+            node = self._nodes[nid] = _Node(hostname, now)
+            self._claim(nid, hostname, now)
             changed = True
         elif node.hostname != hostname:  # the node was renamed: one NID, one name
             self._unname(nid, node.hostname)
             node.hostname = hostname
-            self._by_name.setdefault(hostname, {})[nid] = None
+            self._claim(nid, hostname, now)
             changed = True
         if loc not in node.locs:
             changed = True
-        node.locs[loc] = now
+            if len(node.locs) >= MAX_LOCATORS_PER_HOST:
+                oldest = min(node.locs, key=node.locs.__getitem__)
+                del node.locs[oldest]
+                del self._sightings[(nid, oldest)]
+                self.counters["host_locators_evicted"] += 1
+        self._see(nid, node, loc, now)
         return changed
+
+    def _see(self, nid: int, node: _Node, loc: int, now: int) -> None:
+        node.locs[loc] = now
+        node.last = now
+        self._nodes.move_to_end(nid)
+        key = (nid, loc)
+        self._sightings[key] = now
+        self._sightings.move_to_end(key)
+
+    def _claim(self, nid: int, hostname: str, now: int) -> None:
+        """`nid` claims `hostname` (last in the order first seen); a conflict if someone
+        else live holds it, or if it is our own name."""
+        claimants = self._by_name.setdefault(hostname, {})
+        if hostname == self.hostname or any(self._live(other, now) for other in claimants):
+            self.counters["name_conflicts"] += 1
+        claimants[nid] = None
 
     def _expire(self, now: int) -> bool:
         changed = False
-        for nid in list(self._nodes):
+        sightings = self._sightings
+        while sightings:
+            (nid, loc), last = next(iter(sightings.items()))
+            if now - last < self.expiry_ms:
+                break
+            del sightings[(nid, loc)]
             node = self._nodes[nid]
-            stale = [loc for loc, last in node.locs.items() if now - last >= self.expiry_ms]
-            for loc in stale:
-                del node.locs[loc]
-            if stale:
-                changed = True
-                self.counters["host_entries_expired"] += len(stale)
+            del node.locs[loc]
+            changed = True
+            self.counters["host_entries_expired"] += 1
             if not node.locs:
                 self._forget(nid)
         return changed
 
     def _forget(self, nid: int) -> None:
         node = self._nodes.pop(nid)
+        for loc in node.locs:
+            del self._sightings[(nid, loc)]
         self._unname(nid, node.hostname)
 
     def _unname(self, nid: int, hostname: str) -> None:
@@ -247,3 +373,29 @@ class DiscoveryCore:
         del nids[nid]
         if not nids:
             del self._by_name[hostname]
+
+    # -- publication rate --------------------------------------------------------------
+
+    def _changed(self, now: int, actions: list[Action]) -> None:
+        """The table changed: HostsChanged now if the bucket has a token, else hold the
+        change back until it has one (on_timer); changes meanwhile ride along."""
+        if self._publish_due is not None:
+            self.counters["hosts_changes_coalesced"] += 1
+            return
+        self._refill(now)
+        if self._credit_ms >= PUBLISH_INTERVAL_MS:
+            self._publish(now, actions)
+        else:
+            self._publish_due = now + PUBLISH_INTERVAL_MS - self._credit_ms
+            self.counters["hosts_changes_coalesced"] += 1
+
+    def _refill(self, now: int) -> None:
+        if now > self._credit_at:
+            self._credit_ms = min(PUBLISH_BURST * PUBLISH_INTERVAL_MS, self._credit_ms + now - self._credit_at)
+            self._credit_at = now
+
+    def _publish(self, now: int, actions: list[Action]) -> None:
+        self._refill(now)
+        self._credit_ms -= PUBLISH_INTERVAL_MS
+        self.counters["hosts_published"] += 1
+        actions.append(HostsChanged())

@@ -1,10 +1,11 @@
 """The discovery actor: DiscoveryCore behind the bus.
 
 ilnp.rx.43 -> core.receive; its Announce -> ilnp.tx (to ALL_NODES, NID 0, out on one
-locator). Owns the host table: publishes state.hosts whole when it changes, answers
-`hosts` and `resolve`. Follows state.locators; applies mob.peer (accepted updates);
-solicits at once when the router's forwarding table is new (state.forwarding), so a
-restarted router relearns its routes in milliseconds.
+locator). Owns the host table: publishes state.hosts whole when the core says it
+changed (the core limits the rate), answers `hosts`, `conflicts` and `resolve`.
+Follows state.locators; applies mob.peer (accepted updates); solicits at once when the
+router's forwarding table is new (state.forwarding), so a restarted router relearns
+its routes in milliseconds.
 """
 from __future__ import annotations
 
@@ -18,16 +19,19 @@ from ..config import NodeConfig
 from ..proto import topics
 from ..proto.addr import format64
 from ..proto.frames import RxItem
+from ..ratelog import RateLimitedLog
 from ..registry import open_actor
 from .core import Announce, DiscoveryCore, HostsChanged
 
 log = logging.getLogger("discovery")
+ratelog = RateLimitedLog(log, interval_s=10.0)
 
 
 class DiscoveryShell:
     def __init__(self, config: NodeConfig, run: RunDir):
         self.actor = actor = open_actor("discovery", run, requires=(topics.STATE_LOCATORS,))
-        self.core = DiscoveryCore(config.hostname, config.nid, config.wait_time_ms, random.Random())
+        self.core = DiscoveryCore(config.hostname, config.nid, config.wait_time_ms, random.Random(),
+                                  max_hosts=config.max_hosts)
         self.timer = CoreTimer(actor, self.core.next_deadline, lambda now: self.apply(self.core.on_timer(now)))
         self.forwarding_epoch = None
         actor.subscribe(topics.ILNP_RX_DISCOVERY, self.on_rx)
@@ -36,6 +40,7 @@ class DiscoveryShell:
         actor.subscribe(topics.STATE_FORWARDING, self.on_forwarding)
         actor.owns(topics.STATE_HOSTS, self.snapshot)
         actor.command("hosts", self.rows)
+        actor.command("conflicts", self.cmd_conflicts)
         actor.command("resolve", self.cmd_resolve)
         actor.status_extra = lambda: {"core": dict(self.core.counters)}
 
@@ -45,6 +50,11 @@ class DiscoveryShell:
 
     def snapshot(self) -> dict:
         return {"hosts": self.rows()}
+
+    def cmd_conflicts(self) -> list:
+        """[[hostname, nid it resolves to, [losing nid, ...], is it us], ...]"""
+        return [[c.hostname, c.nid, list(c.losers), c.nid == self.core.nid]
+                for c in self.core.conflicts(monotonic_ms())]
 
     def cmd_resolve(self, name: str) -> list:
         return [[format64(loc), format64(nid)] for loc, nid in self.core.resolve(name, monotonic_ms())]
@@ -63,6 +73,7 @@ class DiscoveryShell:
     def on_rx(self, _topic: bytes, body: dict) -> None:
         now = monotonic_ms()
         actions = []
+        conflicts = self.core.counters["name_conflicts"]
         for item in body.get("p", ()):
             try:
                 rx = RxItem(*item)
@@ -70,6 +81,9 @@ class DiscoveryShell:
                 self.actor.counters["bad_rx_items"] += 1
                 continue
             actions.extend(self.core.receive(rx.src_loc, rx.src_nid, rx.arrival_loc, rx.payload, now))
+        if self.core.counters["name_conflicts"] != conflicts:
+            ratelog.warning("name_conflict", "event=name_conflict total=%d (ilnp-hosts shows them)",
+                            self.core.counters["name_conflicts"])
         self.apply(actions)
 
     def on_locators(self, _topic: bytes, body: dict) -> None:

@@ -2,9 +2,12 @@
 
     | NID (8) | Locator (8) | flag (1: 1 solicitation, 0 advertisement) | hostname UTF-8 to the end |
 
-A hostname is 1-255 bytes of UTF-8 without control characters (C0, DEL, C1):
-it is printed by tools and logged, so it must not carry terminal escapes or
-newlines, and 255 keeps a body well inside one datagram (17 + 255 bytes).
+The hostname rule ([ext] Discovery safeguards) is defined here and nowhere else (the
+config's `hostname` check uses it): 1-63 ASCII letters, digits, `-`, `_` and `.`.
+Hostnames are printed by tools and logged, so they carry no spaces, terminal escapes,
+newlines or look-alike letters of other scripts. A body whose hostname is not text
+(empty, not UTF-8) is malformed (DiscoveryWireError); one whose text breaks the rule is
+BadHostname, a subclass, so a receiver can count the two apart.
 """
 from __future__ import annotations
 
@@ -14,16 +17,21 @@ from dataclasses import dataclass
 
 _FIXED = struct.Struct(">QQB")
 FIXED_LEN = _FIXED.size  # 17
-MAX_HOSTNAME_BYTES = 255
+MAX_HOSTNAME_BYTES = 63
+HOSTNAME_RULE = f"1-{MAX_HOSTNAME_BYTES} letters, digits, '-', '_' or '.' (ASCII)"
 
 FLAG_ADVERTISEMENT = 0
 FLAG_SOLICITATION = 1
 
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_HOSTNAME = re.compile(f"[A-Za-z0-9._-]{{1,{MAX_HOSTNAME_BYTES}}}")  # explicit ranges: ASCII only
 
 
 class DiscoveryWireError(ValueError):
     """Bytes (or fields) that are not a valid discovery body."""
+
+
+class BadHostname(DiscoveryWireError):
+    """A hostname that is text but breaks the hostname rule."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,20 +42,16 @@ class DiscoveryMessage:
     hostname: str
 
 
+def valid_hostname(hostname) -> bool:
+    """Does `hostname` follow the hostname rule (HOSTNAME_RULE)?"""
+    return isinstance(hostname, str) and _HOSTNAME.fullmatch(hostname) is not None
+
+
 def check_hostname(hostname: str) -> bytes:
-    """Return the UTF-8 of a valid hostname, or raise DiscoveryWireError."""
-    if not isinstance(hostname, str):
-        raise DiscoveryWireError(f"hostname must be a string, got {hostname!r}")
-    if _CONTROL.search(hostname):
-        raise DiscoveryWireError(f"hostname {hostname!r} contains control characters")
-    try:
-        raw = hostname.encode("utf-8")
-    except UnicodeEncodeError as exc:  # lone surrogates
-        raise DiscoveryWireError(f"hostname {hostname!r} is not encodable as UTF-8") from exc
-    if not 1 <= len(raw) <= MAX_HOSTNAME_BYTES:
-        raise DiscoveryWireError(
-            f"hostname must be 1-{MAX_HOSTNAME_BYTES} bytes of UTF-8, got {len(raw)}")
-    return raw
+    """Return the bytes of a valid hostname, or raise BadHostname."""
+    if not valid_hostname(hostname):
+        raise BadHostname(f"hostname {hostname!r} is not {HOSTNAME_RULE}")
+    return hostname.encode("ascii")
 
 
 def encode(nid: int, loc: int, solicitation: bool, hostname: str) -> bytes:
@@ -66,13 +70,12 @@ def decode(body: bytes) -> DiscoveryMessage:
     if flag not in (FLAG_ADVERTISEMENT, FLAG_SOLICITATION):
         raise DiscoveryWireError(f"solicitation flag {flag} is neither 0 nor 1")
     raw = bytes(body[FIXED_LEN:])
-    if not 1 <= len(raw) <= MAX_HOSTNAME_BYTES:
-        raise DiscoveryWireError(
-            f"hostname must be 1-{MAX_HOSTNAME_BYTES} bytes of UTF-8, got {len(raw)}")
+    if not raw:
+        raise DiscoveryWireError("discovery body without a hostname")
     try:
         hostname = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DiscoveryWireError(f"hostname is not UTF-8: {exc.reason}") from exc
-    if _CONTROL.search(hostname):
-        raise DiscoveryWireError(f"hostname {hostname!r} contains control characters")
+    if not valid_hostname(hostname):
+        raise BadHostname(f"hostname {hostname!r} is not {HOSTNAME_RULE}")
     return DiscoveryMessage(nid, loc, flag == FLAG_SOLICITATION, hostname)
