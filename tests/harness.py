@@ -223,7 +223,7 @@ class Node:
             elif kind is Deliver:                              # router -> ilnp.rx.*
                 post(self._deliver, a)
             elif kind is SessionsChanged:                      # router -> state.sessions
-                post(self.mobility.set_sessions, a.sessions)
+                post(self.mobility.set_sessions, self.router.session_keys())
             elif kind is Refused:
                 self.refused.append(a)
             elif kind is Announce or kind is SendUpdate:        # discovery, mobility -> ilnp.tx

@@ -192,7 +192,7 @@ def test_stp_is_delivered_with_its_port_and_whole_segment():
     seg = stp.encode(2000, 1000, b"hello")
     out = core.receive(A, pkt(A + 0x100, BOB, A, ME, payload=seg), 7)
     assert out[0] == Deliver(42, 1000, RxItem(A + 0x100, BOB, A, ME, A, seg, None))
-    assert out[1] == SessionsChanged([[A + 0x100, BOB]])
+    assert out[1] == SessionsChanged() and core.session_keys() == [[A + 0x100, BOB]]
 
 
 def test_stp_to_an_unbound_port_is_dropped_and_counted():
@@ -251,17 +251,17 @@ def test_arrival_rule_accepts_packets_to_a_locator_we_left():
 def test_sessions_appear_on_unicast_and_expire_on_the_timer():
     core = make(session_lifetime_ms=1000, route_lifetime_ms=10**9)
     out = core.send(BOB, [B], 44, b"\x00", None, None, 0)
-    assert of(out, SessionsChanged) == [SessionsChanged([[B, BOB]])]
+    assert of(out, SessionsChanged) == [SessionsChanged()] and core.session_keys() == [[B, BOB]]
     out = core.receive(A, pkt(A, ALICE, A, ME, nh=44), 300)
-    assert of(out, SessionsChanged) == [SessionsChanged([[A, ALICE], [B, BOB]])]
+    assert of(out, SessionsChanged) == [SessionsChanged()] and core.session_keys() == [[A, ALICE], [B, BOB]]
     # refreshing an active session changes nothing
     assert of(core.send(BOB, [B], 44, b"\x00", None, None, 500), SessionsChanged) == []
     assert core.next_deadline() == 1000
     assert core.on_timer(1000) == []  # early wake-up: nothing expired yet
     assert core.next_deadline() == 1300
-    assert core.on_timer(1300) == [SessionsChanged([[B, BOB]])]
+    assert core.on_timer(1300) == [SessionsChanged()] and core.session_keys() == [[B, BOB]]
     assert core.sessions(1300) == [(B, BOB, 500)]
-    assert core.on_timer(1500) == [SessionsChanged([])]
+    assert core.on_timer(1500) == [SessionsChanged()] and core.session_keys() == []
     assert core.next_deadline() is None
 
 
@@ -281,16 +281,17 @@ def test_forwarded_and_dropped_packets_make_no_session():
 
 # --- send ---------------------------------------------------------------------------
 
-def test_send_picks_the_first_reachable_destination_locator():
+def test_send_picks_a_joined_destination_locator_else_the_first_reachable_one():
     core = make(joined=(A, B))
     core.receive(B, pkt(E, BOB, ALL_NODES, 0, nh=43), 0)  # E via B
-    out = core.send(BOB, [D, E, A], 42, b"seg!", None, None, 1)
+    out = core.send(BOB, [D, E], 42, b"seg!", None, None, 1)
     t = of(out, LinkItem)[0]
     assert t.loc == B
     p = wire.decode(t.datagram)
     assert (p.version, p.src_loc, p.src_nid, p.dst_loc, p.dst_nid, p.hop_limit) == (6, B, ME, E, BOB, 3)
-    out = core.send(BOB, [D, A, E], 42, b"seg!", None, None, 1)
-    assert of(out, LinkItem)[0].loc == A and wire.decode(of(out, LinkItem)[0].datagram).src_loc == A
+    for order in ([D, A, E], [D, E, A]):  # a locator of ours wins wherever it comes
+        out = core.send(BOB, order, 42, b"seg!", None, None, 1)
+        assert of(out, LinkItem)[0].loc == A and wire.decode(of(out, LinkItem)[0].datagram).dst_loc == A
 
 
 def test_send_with_via_goes_out_there_to_the_first_destination_locator():
@@ -507,6 +508,7 @@ def test_bind_port_0_picks_distinct_ephemeral_ports():
 
 def test_ephemeral_ports_exhausted():
     core = make()
+    core.ports.max_bindings = 65536  # the range, not the cap (test_the_port_registry_is_capped...)
     for _ in range(65536 - 49152):
         core.ports.bind(0, 1)
     with pytest.raises(BindError, match="no free"):
@@ -529,6 +531,7 @@ def test_stale_binding_of_a_dead_owner_is_reclaimed():
 def test_ephemeral_reclaims_a_dead_owners_port_only_when_none_is_free():
     alive = {1}
     core = make(is_owner_alive=lambda owner: owner in alive)
+    core.ports.max_bindings = 65536  # the range, not the cap
     for _ in range(65536 - 49152):
         core.ports.bind(0, 1)
     core.ports._ports[60000] = 99  # a dead owner
@@ -616,3 +619,141 @@ def test_unbind_by_another_owner_leaves_the_port_alone():
     assert core.ports.unbind(1000, 22) is False
     assert core.ports.bindings() == {1000: 11}
     assert core.ports.unbind(1000, 11) is True and core.ports.bindings() == {}
+
+
+# --- [ext] locator selection (PROTOCOL.md "[ext] Forwarding safeguards") ------------------
+
+ROUTER = 0xFFFF_0000_0000_00D0
+
+
+def dst_of(actions):
+    (t,) = of(actions, LinkItem)
+    p = wire.decode(t.datagram)
+    return t.loc, p.dst_loc
+
+
+def test_selection_prefers_a_locator_we_joined_to_one_we_only_have_a_route_to():
+    core = make(joined=(A,))
+    core.receive(A, pkt(B, BOB, ALL_NODES, 0, nh=43), 0)  # B via A
+    assert (B, A) in [(loc, iface) for loc, iface, _ in core.routes(1)]
+    assert dst_of(core.send(ROUTER, [B, C, A], 42, b"seg!", None, None, 1)) == (A, A)
+
+
+def test_selection_takes_a_routed_locator_in_the_order_given_when_none_is_joined():
+    core = make(joined=(A,))
+    core.receive(A, pkt(D, BOB, ALL_NODES, 0, nh=43), 0)
+    core.receive(A, pkt(E, BOB, ALL_NODES, 0, nh=43), 0)
+    assert dst_of(core.send(ROUTER, [C, E, D], 42, b"seg!", None, None, 1)) == (A, E)
+    assert dst_of(core.send(ROUTER, [C, D, E], 42, b"seg!", None, None, 1)) == (A, D)
+
+
+def test_selection_prefers_a_locator_we_keep_to_one_we_are_leaving():
+    core = make(joined=(A, B), leaving=(A,))
+    assert dst_of(core.send(ROUTER, [A, B], 42, b"seg!", None, None, 1)) == (B, B)
+    assert dst_of(core.send(ROUTER, [A, C], 42, b"seg!", None, None, 1)) == (A, A)  # still joined
+
+
+def test_a_multi_homed_peer_is_reached_whatever_order_its_locators_come_in():
+    """The router lab: alice on a; the router on a, b and c; alice has a route to b (bob's
+    packets come from there). Whatever the host table's order, what alice sends, the
+    router's arrival rule accepts."""
+    alice = RouterCore(ALICE, rng_bytes=counting_rng())
+    alice.set_locators([A], [], 0)
+    router = RouterCore(ROUTER, rng_bytes=counting_rng())
+    router.set_locators([A, B, C], [], 0)
+    router.ports.bind(7, "echo")
+    alice.receive(A, pkt(B, BOB, ALL_NODES, 0, nh=43, hop=2), 0)  # bob's solicitation, flooded onto a
+    for order in itertools.permutations([A, B, C]):
+        (t,) = of(alice.send(ROUTER, list(order), 42, stp.encode(50000, 7, b"ping"), None, None, 1), LinkItem)
+        assert of(router.receive(t.loc, t.datagram, 1), Deliver), order
+    assert router.counters["dup_arrival"] == 0
+
+
+def test_via_never_names_another_locator_of_a_peer_that_is_on_the_interface():
+    core = make()
+    assert dst_of(core.send(ROUTER, [B, A], 44, b"\x00", A, None, 0)) == (A, A)
+    assert dst_of(core.send(ROUTER, [E, D], 44, b"\x00", A, None, 0)) == (A, E)  # as before
+
+
+# --- [ext] bounded tables (PROTOCOL.md "[ext] Discovery safeguards") ---------------------
+
+def test_routes_are_learned_only_from_packets_we_deliver_or_forward():
+    core = make(joined=(A, B))
+    core.receive(A, pkt(D, BOB, A, ALICE), 0)        # for alice on the link we heard it on
+    core.receive(A, pkt(E, BOB, C, ALICE), 0)        # for a locator we have no route to
+    assert [loc for loc, _, _ in core.routes(1)] == [A, B]
+    assert core.counters["not_ours"] == 1 and core.counters["fwd_no_route"] == 1
+    core.receive(A, pkt(D, BOB, B, ALICE), 2)        # forwarded: the way back is learned
+    core.receive(A, pkt(E, BOB, ALL_NODES, 0, nh=43), 2)  # delivered
+    assert [(loc, iface) for loc, iface, _ in core.routes(3)] == [(A, A), (B, B), (D, A), (E, A)]
+
+
+N_INVENTED = 20_000
+
+
+def test_invented_locators_and_nids_leave_routes_and_sessions_at_their_caps():
+    """20,000 pings to our echo port, each from an invented NID on an invented locator,
+    forwarded onto a (a route through it each), within one session lifetime."""
+    from actors.router.forwarding import MAX_ROUTES
+    from actors.router.sessions import MAX_SESSIONS
+    core = make(joined=(A,), rng_bytes=lambda n: b"\x01" * n)
+    core.ports.bind(7, "echo")
+    for i in range(N_INVENTED):
+        loc, nid = 0x1_0000 + i, 0x2000_0000_0000_0000 + i
+        out = core.receive(A, pkt(loc, nid, A, ME, payload=stp.encode(40000, 7, b"ping"), hop=2), i // 10)
+        assert of(out, Deliver), i
+        assert of(core.send(nid, [loc], 42, stp.encode(7, 40000, b"pong"), None, None, i // 10), LinkItem), i
+    now = N_INVENTED // 10
+    assert len(core.routes(now)) == 1 + MAX_ROUTES
+    assert len(core.sessions(now)) == MAX_SESSIONS
+    assert core.counters["routes_evicted"] == N_INVENTED - MAX_ROUTES
+    assert core.counters["sessions_evicted"] == N_INVENTED - MAX_SESSIONS
+    # the least recently used went; the latest are all there
+    last = N_INVENTED - 1
+    assert (0x1_0000 + last, A) in [(loc, iface) for loc, iface, _ in core.routes(now)]
+    assert (0x1_0000 + last, 0x2000_0000_0000_0000 + last) in [(l, n) for l, n, _ in core.sessions(now)]
+    assert 0x1_0000 not in [loc for loc, _, _ in core.routes(now)]
+
+
+def test_a_session_in_use_outlives_a_flood_of_new_ones():
+    from actors.router.sessions import MAX_SESSIONS
+    core = make(joined=(A,))
+    core.ports.bind(7, "echo")
+    for i in range(3 * MAX_SESSIONS):
+        if i % 100 == 0:  # alice keeps pinging all along
+            core.receive(A, pkt(A, ALICE, A, ME, payload=stp.encode(40000, 7, b"ping")), i // 100)
+        core.receive(A, pkt(A, 0x2000_0000_0000_0000 + i, A, ME, payload=stp.encode(40000, 7, b"x")), i // 100)
+    assert (A, ALICE) in [(l, n) for l, n, _ in core.sessions(3 * MAX_SESSIONS // 100)]
+
+
+def test_expiring_sessions_and_routes_costs_what_expires_not_the_table():
+    """The timer takes what is due from the front of the tables (least recently used
+    first): many sessions at distinct times expire in order, each on its own deadline."""
+    core = make(joined=(A,), session_lifetime_ms=1000, route_lifetime_ms=1000)
+    core.ports.bind(7, "echo")
+    for i in range(100):
+        core.receive(A, pkt(0x100 + i, 0x2000_0000_0000_0000 + i, A, ME, payload=stp.encode(1, 7, b"x"), hop=2), i)
+    for i in range(100):
+        assert core.next_deadline() == 1000 + i
+        assert of(core.on_timer(1000 + i), SessionsChanged)
+        assert len(core.sessions(1000 + i)) == 99 - i
+        assert len(core.routes(1000 + i)) == 1 + 99 - i
+    assert core.next_deadline() is None
+
+
+def test_the_port_registry_is_capped_reclaiming_dead_owners_first():
+    from actors.router.ports import PortRegistry
+    alive = set(range(100))
+    reg = PortRegistry(lambda owner: owner in alive, max_bindings=4)
+    for port in (1, 2, 3, 4):
+        reg.bind(port, port)
+    with pytest.raises(BindError, match="full"):
+        reg.bind(5, 5)               # every holder lives: refused, nothing taken from them
+    assert reg.counters["bind_full"] == 1
+    alive -= {3, 2}
+    assert reg.bind(5, 5) == 5       # the least recently bound dead owner's port goes
+    assert sorted(reg.bindings()) == [1, 3, 4, 5]
+    assert reg.bind(1, 1) == 1       # the same owner again: no room needed
+    assert reg.bind(0, 6) >= 49152   # an ephemeral one takes the other dead owner's room
+    assert sorted(reg.bindings())[:3] == [1, 4, 5] and len(reg.bindings()) == 4
+    assert reg.counters["ports_evicted"] == 2

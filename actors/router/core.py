@@ -21,6 +21,7 @@ Counters (drops unless said otherwise):
   duplicate      a copy of a packet we forwarded or flooded within the hold time (DPD)
   hop_clamped    arrived with a hop limit above ours, treated as ours (not a drop)
   no_route, oversize, via_not_joined, bad_send     send refusals
+  routes_evicted, sessions_evicted   a table at its cap dropped its least recently used entry
   nonce_no_room  a full-size packet sent without the nonce it was due (not a drop)
   delivered, forwarded, flooded, sent, opts_dropped   (not drops)
 """
@@ -55,7 +56,8 @@ class Deliver:
 
 @dataclass(frozen=True, slots=True)
 class SessionsChanged:
-    sessions: list  # [[loc, nid], ...] every active session, sorted
+    """The set of sessions changed: `session_keys()` has the new one. The shell publishes
+    it at a bounded rate, so the core never lists the table per change."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +67,8 @@ class Refused:
     dst_nid: int
     size: int
 
+
+_SESSIONS_CHANGED = SessionsChanged()
 
 # What receive() and send() return: LinkItem (a datagram for the link to send out on
 # an interface), Deliver, SessionsChanged, Refused.
@@ -84,12 +88,12 @@ class RouterCore:
         self.hop_limit = hop_limit
         self.mtu = mtu
         self.nonce_packets = nonce_packets
-        self.table = ForwardingTable(route_lifetime_ms)
-        self.sessions_table = SessionTable(session_lifetime_ms)
+        self.counters: Counter = Counter()
+        self.table = ForwardingTable(route_lifetime_ms, counters=self.counters)
+        self.sessions_table = SessionTable(session_lifetime_ms, counters=self.counters)
         self.peers = PeerTable(nonce_length, rng_bytes, session_lifetime_ms, signer, nid)
         self.ports = PortRegistry(is_owner_alive)
         self.duplicates = DuplicateFilter(duplicate_hold_ms)
-        self.counters: Counter = Counter()
         self._deadline: int | None = None  # lower bound of the next expiry
 
     # --- locators ------------------------------------------------------------------
@@ -121,19 +125,23 @@ class RouterCore:
         if hop > self.hop_limit:
             hop = self.hop_limit  # a forged 255 must not buy an unbounded flood
             self.counters["hop_clamped"] += 1
+        if dst_nid == self.nid or dst_loc == ALL_NODES:
+            self.peers.heard(src_nid, vtf >> 28)
+            return self._arrive(arrival_loc, datagram, now, nh, hop,
+                                src_loc, src_nid, dst_loc, dst_nid)
+        return self._forward(arrival_loc, datagram, now, hop, src_loc, dst_loc)
+
+    def _learn(self, src_loc: int, arrival_loc: int, now: int) -> None:
+        """Backwards learning, from a packet we deliver or forward only (what anyone
+        could send past us teaches nothing: strangers must not fill the table). Learn
+        also source locators we are only leaving: once the handoff ends we need a route
+        to them (the peer may still be there), not a gap until it speaks again."""
         table = self.table
-        # Learn also source locators we are only leaving: once the handoff ends we need
-        # a route to them (the peer may still be there), not a gap until it speaks again.
         if (src_loc not in table.current and src_loc != arrival_loc and arrival_loc in table.joined
                 and src_loc != ALL_NODES):
             expires = table.learn(src_loc, arrival_loc, now)
             if expires is not None:
                 self._due(expires)
-        if dst_nid == self.nid or dst_loc == ALL_NODES:
-            self.peers.heard(src_nid, vtf >> 28)
-            return self._arrive(arrival_loc, datagram, now, nh, hop,
-                                src_loc, src_nid, dst_loc, dst_nid)
-        return self._forward(arrival_loc, datagram, now, hop, dst_loc)
 
     def _arrive(self, arrival_loc, datagram, now, nh, hop, src_loc, src_nid, dst_loc, dst_nid):
         """A packet for us: our NID, or ALL_NODES."""
@@ -175,6 +183,7 @@ class RouterCore:
                 return []
             self.duplicates.remember(key, now)
         self.counters["delivered"] += 1
+        self._learn(src_loc, arrival_loc, now)
         actions = [Deliver(nh, port, RxItem(src_loc, src_nid, dst_loc, dst_nid, arrival_loc, payload, opts))]
         if dst_loc == ALL_NODES:
             if flood:
@@ -189,7 +198,7 @@ class RouterCore:
                 actions.append(changed)
         return actions
 
-    def _forward(self, arrival_loc, datagram, now, hop, dst_loc):
+    def _forward(self, arrival_loc, datagram, now, hop, src_loc, dst_loc):
         """Not for us: forward towards dst_loc if it is reachable through another interface."""
         if dst_loc == arrival_loc:
             self.counters["not_ours"] += 1
@@ -210,14 +219,16 @@ class RouterCore:
             return []
         self.duplicates.remember(key, now)
         self.counters["forwarded"] += 1
+        self._learn(src_loc, arrival_loc, now)  # the way back
         return [LinkItem(iface, set_hop_limit(datagram, hop - 1))]
 
     # --- send ----------------------------------------------------------------------
 
     def send(self, dst_nid: int, dst_locs: list[int], next_header: int, payload: bytes,
              via: int | None = None, opts: dict | None = None, now: int = 0) -> list:
-        """An upper layer's packet (an `ilnp.tx` item, frames.TxItem). via=None: the first
-        destination locator we have a route for; via=X: out on interface X to dst_locs[0]."""
+        """An upper layer's packet (an `ilnp.tx` item, frames.TxItem). via=None: locator
+        selection (ForwardingTable.select: one we joined, else the first we have a route
+        to); via=X: out on interface X, to X if the peer holds it, else to dst_locs[0]."""
         try:
             return self._send(dst_nid, dst_locs, next_header, payload, via, opts, now)
         except (TypeError, ValueError, OverflowError, AttributeError, struct.error):
@@ -264,19 +275,20 @@ class RouterCore:
     def _out_interface(self, dst_locs, via, now) -> tuple[int | None, int | None]:
         """(interface, destination locator), or (None, None) counted as a refusal."""
         if via is None:
-            for dst_loc in dst_locs:
-                out_loc = self.table.route(dst_loc, now)
-                if out_loc is not None:
-                    return out_loc, dst_loc
-            self.counters["no_route"] += 1
-            return None, None
+            chosen = self.table.select(dst_locs, now)
+            if chosen is None:
+                self.counters["no_route"] += 1
+                return None, None
+            return chosen
         if via not in self.table.joined:
             self.counters["via_not_joined"] += 1
             return None, None
         if not dst_locs:
             self.counters["no_route"] += 1
             return None, None
-        return via, dst_locs[0]
+        # a peer on `via` hears the copy there: it must be addressed to `via`, or the
+        # peer's arrival rule drops it
+        return via, (via if via in dst_locs else dst_locs[0])
 
     def _oversize(self, dst_nid: int, size: int) -> list:
         self.counters["oversize"] += 1
@@ -288,14 +300,16 @@ class RouterCore:
         fresh, new = self.sessions_table.touch(key, now, stamped)
         if fresh:
             self._due(now + self.sessions_table.lifetime_ms)
-        return SessionsChanged(self.sessions_table.keys()) if new else None
+        return _SESSIONS_CHANGED if new else None
 
     def on_timer(self, now: int) -> list:
-        """Expire sessions (SessionsChanged if any went) and learned routes."""
-        gone, deadlines = self.sessions_table.expire(now)
-        deadlines.extend(self.table.expire(now))
+        """Expire sessions (SessionsChanged if any went) and learned routes: each table
+        gives up what is due from its front, so this costs what expires."""
+        gone, next_session = self.sessions_table.expire(now)
+        next_route = self.table.expire(now)
+        deadlines = [d for d in (next_session, next_route) if d is not None]
         self._deadline = min(deadlines) if deadlines else None
-        return [SessionsChanged(self.sessions_table.keys())] if gone else []
+        return [_SESSIONS_CHANGED] if gone else []
 
     def next_deadline(self) -> int | None:
         """When on_timer should run next (may be early: on_timer then finds nothing)."""
@@ -303,6 +317,10 @@ class RouterCore:
 
     def sessions(self, now: int) -> list[tuple[int, int, int]]:
         return self.sessions_table.active(now)
+
+    def session_keys(self) -> list[list[int]]:
+        """[[loc, nid], ...] sorted: what state.sessions carries (O(table): on publication only)."""
+        return self.sessions_table.keys()
 
     def routes(self, now: int) -> list[tuple[int, int, int | None]]:
         return self.table.routes(now)

@@ -1,23 +1,36 @@
-"""The forwarding table (PROTOCOL.md "Forwarding"): locator -> interface, with expiry.
+"""The forwarding table (PROTOCOL.md "Forwarding"): locator -> interface, with expiry,
+and locator selection (PROTOCOL.md "[ext] Forwarding safeguards").
 
 Joined locators route to themselves and never expire; others are learned backwards
-(a packet from src_loc that arrived on interface I teaches src_loc -> I) or from
-route hints (an accepted locator update). Pure: `now` is int ms.
+(a packet from src_loc that we delivered or forwarded, arrived on interface I, teaches
+src_loc -> I) or from route hints (an accepted locator update). Learned routes are
+capped (MAX_ROUTES): past the cap the least recently learned goes (counted
+`routes_evicted`), so strangers inventing locators cannot grow the table. They are
+kept least recently learned first, and with one lifetime that is also soonest to
+expire first: expiry takes what is due from the front. Pure: `now` is int ms, and
+never goes back.
 """
 from __future__ import annotations
 
+from collections import Counter, OrderedDict
+
 from ..proto.addr import ALL_NODES
+
+MAX_ROUTES = 4096  # learned routes; an overlay's real networks are far fewer
 
 
 class ForwardingTable:
-    def __init__(self, route_lifetime_ms: int = 30000):
+    def __init__(self, route_lifetime_ms: int = 30000, max_routes: int = MAX_ROUTES,
+                 counters: Counter | None = None):
         self.route_lifetime_ms = route_lifetime_ms
+        self.max_routes = max_routes
+        self.counters = Counter() if counters is None else counters
         self.joined: frozenset[int] = frozenset()    # interfaces, handoff ones included
         self.leaving: frozenset[int] = frozenset()
         self.current: frozenset[int] = frozenset()   # joined and not being left
         self.flood_to: tuple[int, ...] = ()          # the current ones, in a fixed order
-        self._iface: dict[int, int] = {}             # learned: locator -> interface
-        self._expires: dict[int, int] = {}           # learned: locator -> expiry ms
+        # learned: locator -> (interface, expiry ms), least recently learned first
+        self._learned: OrderedDict[int, tuple[int, int]] = OrderedDict()
 
     def set_locators(self, joined, leaving) -> None:
         """`joined` includes the locators in handoff; `leaving` is the handoff subset.
@@ -28,22 +41,31 @@ class ForwardingTable:
         self.leaving = self.joined.intersection(leaving)
         self.current = self.joined - self.leaving
         self.flood_to = tuple(sorted(self.current))
-        for loc, iface in list(self._iface.items()):
+        for loc, (iface, _expires) in list(self._learned.items()):
             if iface not in self.joined or loc in self.current:
-                del self._iface[loc]
-                del self._expires[loc]
+                del self._learned[loc]
 
     def learn(self, src_loc: int, iface: int, now: int) -> int | None:
         """src_loc is reachable through iface; returns the route's expiry (None: kept
         the route it had, because the network we are leaving must not steal a live
         route through one we keep)."""
+        learned = self._learned
         if iface in self.leaving:
-            current = self._iface.get(src_loc)
-            if current is not None and current not in self.leaving and self._expires[src_loc] > now:
+            current = learned.get(src_loc)
+            if current is not None and current[0] not in self.leaving and current[1] > now:
                 return None
         expires = now + self.route_lifetime_ms
-        self._iface[src_loc] = iface
-        self._expires[src_loc] = expires
+        known = learned.get(src_loc)
+        if known is not None:
+            if known[1] == expires and known[0] == iface:
+                return expires  # learned already this ms (under load: most packets)
+            learned.move_to_end(src_loc)
+        elif len(learned) >= self.max_routes:
+            self.expire(now)
+            if len(learned) >= self.max_routes:
+                learned.popitem(last=False)
+                self.counters["routes_evicted"] += 1
+        learned[src_loc] = (iface, expires)
         return expires
 
     def hint(self, locs, via: int, now: int) -> list[int]:
@@ -56,7 +78,8 @@ class ForwardingTable:
         for loc in locs:
             if loc in self.joined or loc == ALL_NODES:
                 continue
-            if loc in self._iface and self._expires[loc] > now:
+            known = self._learned.get(loc)
+            if known is not None and known[1] > now:
                 continue
             set_.append(self.learn(loc, via, now))
         return [e for e in set_ if e is not None]
@@ -65,21 +88,53 @@ class ForwardingTable:
         """The interface towards `loc`, or None."""
         if loc in self.joined:
             return loc
-        iface = self._iface.get(loc)
-        if iface is not None and self._expires[loc] > now:
-            return iface
+        known = self._learned.get(loc)
+        if known is not None and known[1] > now:
+            return known[0]
         return None
 
-    def expire(self, now: int) -> list[int]:
-        """Drop expired learned routes; returns the expiries still pending."""
-        for loc in [loc for loc, exp in self._expires.items() if exp <= now]:
-            del self._expires[loc]
-            del self._iface[loc]
-        return list(self._expires.values())
+    def select(self, dst_locs, now: int) -> tuple[int, int] | None:
+        """Locator selection: (interface, destination locator) to reach a peer that holds
+        `dst_locs` (most recently seen first), or None when we have no way there.
+
+        A locator we have joined ourselves, one we keep before one we are leaving;
+        else the first one we have a route to. So we never send to one of the peer's
+        locators over another network the peer is also on (its arrival rule would drop
+        that copy): a locator of its that we share is always chosen first."""
+        current, joined, learned = self.current, self.joined, self._learned
+        leaving = routed = None
+        for loc in dst_locs:
+            if loc in current:
+                return loc, loc
+            if loc in joined:
+                if leaving is None:
+                    leaving = loc
+            elif routed is None:
+                known = learned.get(loc)
+                if known is not None and known[1] > now:
+                    routed = (known[0], loc)
+        if leaving is not None:
+            return leaving, leaving
+        return routed
+
+    def expire(self, now: int) -> int | None:
+        """Drop expired learned routes (from the front); returns the next expiry, if any."""
+        learned = self._learned
+        while learned:
+            loc = next(iter(learned))
+            expires = learned[loc][1]
+            if expires > now:
+                return expires
+            del learned[loc]
+        return None
+
+    def __len__(self) -> int:
+        """How many learned routes the table holds (expired ones not yet dropped included)."""
+        return len(self._learned)
 
     def routes(self, now: int) -> list[tuple[int, int, int | None]]:
         """(locator, interface, expiry ms or None): joined locators first, then learned."""
         joined = [(loc, loc, None) for loc in sorted(self.joined)]
-        learned = sorted((loc, iface, self._expires[loc]) for loc, iface in self._iface.items()
-                         if self._expires[loc] > now)
+        learned = sorted((loc, iface, expires) for loc, (iface, expires) in self._learned.items()
+                         if expires > now)
         return joined + learned

@@ -5,6 +5,11 @@ ilnp.tx -> core.send -> link.tx. Owns state.sessions, state.ports (the STP port
 bindings, kept on disk too, so bound applications survive a restart of this actor),
 state.forwarding (the epoch of its forwarding table: a new one means it starts empty)
 and the [ext] peer state (peers.json: a restart must not change our nonces).
+
+What it publishes and writes costs in proportion to what changed, not per packet:
+state.sessions goes out at most once per SESSIONS_INTERVAL_MS (the first change at
+once, later ones together at the end of the interval; the whole set on every hello),
+and peers.json is written at most once per PEERS_INTERVAL_MS, and at exit.
 """
 from __future__ import annotations
 
@@ -28,6 +33,32 @@ from .ports import BindError
 log = logging.getLogger("router")
 PORTS_FILE = "stp-ports.json"
 PEERS_FILE = "peers.json"
+SESSIONS_INTERVAL_MS = 150   # state.sessions: at most one publication per interval
+PEERS_INTERVAL_MS = 1000     # peers.json: at most one write per interval
+
+
+class Pace:
+    """At most one write per `interval_ms`: the first change goes out at once, the
+    changes after it wait for the end of the interval and go out together."""
+
+    def __init__(self, interval_ms: int):
+        self.interval_ms = interval_ms
+        self.last: int | None = None  # when the last write went out
+        self.pending = False          # a write is scheduled
+
+    def change(self, now: int) -> int | None:
+        """Something changed at `now`: 0 = write it now; n > 0 = schedule one write in n
+        ms; None = one is scheduled already (it will carry this change too)."""
+        if self.pending:
+            return None
+        if self.last is None or now - self.last >= self.interval_ms:
+            return 0
+        self.pending = True
+        return self.last + self.interval_ms - now
+
+    def wrote(self, now: int) -> None:
+        self.last = now
+        self.pending = False
 
 
 class RouterShell:
@@ -42,7 +73,8 @@ class RouterShell:
             signer=node_signer(config, run.path),
             is_owner_alive=lambda owner: pid_alive(int(owner)))
         self.epoch = time.time_ns()  # this incarnation's forwarding table
-        self.sessions: list = []
+        self.sessions_pace = Pace(SESSIONS_INTERVAL_MS)
+        self.peers_pace = Pace(PEERS_INTERVAL_MS)
         self.inboxes: dict[int, str] = {}  # STP port -> the binder's inbox endpoint
         self.timer = CoreTimer(actor, self.core.next_deadline,
                                lambda now: self.apply(self.core.on_timer(now)))
@@ -53,7 +85,7 @@ class RouterShell:
         actor.subscribe(topics.ILNP_TX, self.on_tx)
         actor.subscribe(topics.STATE_LOCATORS, self.on_locators)
         actor.subscribe(topics.MOB_PEER, self.on_peer_moved)
-        actor.owns(topics.STATE_SESSIONS, lambda: {"sessions": self.sessions})
+        actor.owns(topics.STATE_SESSIONS, lambda: {"sessions": self.core.session_keys()})
         actor.owns(topics.STATE_PORTS, self.ports_body)
         actor.owns(topics.STATE_FORWARDING, lambda: {"epoch": self.epoch})
         actor.command("sessions", self.cmd_sessions)
@@ -64,7 +96,11 @@ class RouterShell:
         actor.status_extra = lambda: {"core": dict(self.core.counters + self.core.peers.counters
                                                    + self.core.ports.counters),
                                       "duplicate_digests": len(self.core.duplicates),
-                                      "duplicate_evicted": self.core.duplicates.evicted}
+                                      "duplicate_evicted": self.core.duplicates.evicted,
+                                      "tables": {"routes": len(self.core.table),
+                                                 "sessions": len(self.core.sessions_table),
+                                                 "ports": len(self.core.ports),
+                                                 **self.core.peers.sizes()}}
 
     # ---- data path ----------------------------------------------------------
     def on_link_rx(self, _topic: bytes, body: dict) -> None:
@@ -103,10 +139,21 @@ class RouterShell:
                          else topics.ilnp_rx(action.next_header))
                 emit(topic, action.item)
             elif kind is SessionsChanged:
-                self.sessions = action.sessions
-                self.actor.publish(topics.STATE_SESSIONS, {"sessions": self.sessions})
+                self._sessions_changed()
             elif kind is Refused:
                 self._log_refused(action)
+
+    def _sessions_changed(self) -> None:
+        wait = self.sessions_pace.change(monotonic_ms())
+        if wait == 0:
+            self._publish_sessions()
+        elif wait is not None:
+            self.actor.call_later(wait / 1000, self._publish_sessions)
+
+    def _publish_sessions(self) -> None:
+        self.sessions_pace.wrote(monotonic_ms())
+        self.actor.publish(topics.STATE_SESSIONS, {"sessions": self.core.session_keys()})
+        self.actor.counters["sessions_published"] += 1
 
     def _log_refused(self, action: Refused) -> None:
         self.ratelog.warning(action.reason, "event=send_refused reason=%s size=%d mtu=%d dst_nid=%s total=%d",
@@ -187,12 +234,30 @@ class RouterShell:
         self._peers_saved = self.core.peers.size()
 
     def _save_peers_if_changed(self) -> None:
-        """Once per batch, one integer compare; a write only when a new peer appears."""
-        size = self.core.peers.size()
-        if size != self._peers_saved:
-            self._peers_saved = size
-            write_atomic(self.run.path / PEERS_FILE, json.dumps(self.core.peers.state()).encode())
+        """Once per batch, one integer compare; a write at most once per PEERS_INTERVAL_MS."""
+        if self.core.peers.size() == self._peers_saved:
+            return
+        wait = self.peers_pace.change(monotonic_ms())
+        if wait == 0:
+            self.save_peers()
+        elif wait is not None:
+            self.actor.call_later(wait / 1000, self.save_peers)
+
+    def save_peers(self) -> None:
+        """Write peers.json if the peer state changed since it was last written (also
+        at exit)."""
+        self.peers_pace.wrote(monotonic_ms())
+        version = self.core.peers.size()
+        if version == self._peers_saved:
+            return
+        self._peers_saved = version
+        write_atomic(self.run.path / PEERS_FILE, json.dumps(self.core.peers.state()).encode())
+        self.actor.counters["peers_saved"] += 1
 
 
 def main(config: NodeConfig, run: RunDir) -> None:
-    RouterShell(config, run).actor.run()
+    shell = RouterShell(config, run)
+    try:
+        shell.actor.run()
+    finally:
+        shell.save_peers()  # what the last interval held back

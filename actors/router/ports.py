@@ -3,13 +3,20 @@
 Pure: whether an owner still lives is asked of a callable the shell gives (pid_alive).
 A port held by an owner that is gone is reclaimed; binding a port the same owner
 already holds is allowed (idempotent); port 0 picks a free ephemeral port.
+
+Capped (MAX_BINDINGS): when full, a new port takes the place of the least recently
+bound port whose owner is gone (counted `ports_evicted`); a live owner's port is never
+taken (its binder would at once ask for it again, and take another's), so when every
+holder lives the bind is refused (counted `bind_full`).
 """
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, OrderedDict
 from typing import Any, Callable
 
 from ..proto.numbers import EPHEMERAL_FIRST, EPHEMERAL_LAST
+
+MAX_BINDINGS = 4096  # local processes only; each costs a line in stp-ports.json and state.ports
 
 
 class BindError(ValueError):
@@ -17,9 +24,11 @@ class BindError(ValueError):
 
 
 class PortRegistry:
-    def __init__(self, is_owner_alive: Callable[[Any], bool] | None = None):
+    def __init__(self, is_owner_alive: Callable[[Any], bool] | None = None,
+                 max_bindings: int = MAX_BINDINGS):
         self._is_owner_alive = is_owner_alive or (lambda owner: True)
-        self._ports: dict[int, Any] = {}  # STP port -> owner
+        self.max_bindings = max_bindings
+        self._ports: OrderedDict[int, Any] = OrderedDict()  # STP port -> owner, least recently bound first
         self._next_ephemeral = EPHEMERAL_FIRST
         self.counters: Counter = Counter()
 
@@ -37,8 +46,25 @@ class PortRegistry:
             if self._is_owner_alive(holder):
                 raise BindError(f"port {port} is already bound by {holder}")
             self.counters["stale_reclaimed"] += 1
+        if port in self._ports:
+            self._ports.move_to_end(port)
+        else:
+            self._make_room()
         self._ports[port] = owner
         return port
+
+    def _make_room(self) -> None:
+        """Before a new binding: past the cap, the least recently bound dead owner's
+        port goes; if every holder lives, BindError."""
+        if len(self._ports) < self.max_bindings:
+            return
+        for port, holder in self._ports.items():
+            if not self._is_owner_alive(holder):
+                del self._ports[port]
+                self.counters["ports_evicted"] += 1
+                return
+        self.counters["bind_full"] += 1
+        raise BindError(f"the port registry is full ({self.max_bindings} bindings, every owner alive)")
 
     def _bind_ephemeral(self, owner: Any) -> int:
         size = EPHEMERAL_LAST - EPHEMERAL_FIRST + 1
@@ -50,6 +76,9 @@ class PortRegistry:
                 if holder is None or (stale_ok and not self._is_owner_alive(holder)):
                     if holder is not None:
                         self.counters["stale_reclaimed"] += 1
+                        self._ports.move_to_end(port)
+                    else:
+                        self._make_room()
                     self._ports[port] = owner
                     self._next_ephemeral = EPHEMERAL_FIRST + (port + 1 - EPHEMERAL_FIRST) % size
                     return port
@@ -66,3 +95,6 @@ class PortRegistry:
     def bindings(self) -> dict[int, Any]:
         """port -> owner, a copy."""
         return dict(self._ports)
+
+    def __len__(self) -> int:
+        return len(self._ports)
