@@ -8,7 +8,9 @@ import click
 
 from tools.common import run_cli
 
+from .flood import solicit
 from .forge import capture_updates, forge_update, replay
+from .invent import advert, invent
 from .rogue import Rogue
 
 
@@ -36,7 +38,7 @@ def cli(ctx, interface, port, tag):
     ctx.obj = Context(interface, port, tag)
 
 
-for command in (forge_update, capture_updates, replay):
+for command in (forge_update, capture_updates, replay, solicit, invent, advert):
     cli.add_command(command)
 
 
