@@ -275,6 +275,26 @@ def test_the_least_recently_heard_entry_is_evicted_first():
     assert core.resolve("two", 60) == []
 
 
+def test_a_flood_of_invented_nids_does_not_evict_established_hosts():
+    """Seen failing on plain LRU (the lab flood evicted bob from alice's table: 32,344
+    evictions in 25 s, alice's ping to bob 0/20): hosts heard again later are established
+    and newcomers heard once churn among themselves."""
+    core = make(max_hosts=100)
+    for nid, name in ((0xB, "bob"), (0xD, "router")):
+        hear(core, nid, name, 0)
+        hear(core, nid, name, 5_000)  # answered a later solicitation: established
+    for i in range(20_000):
+        hear(core, 0x1_0000 + i, f"x{i}", 6_000 + i // 10)
+    assert core.resolve("bob", 8_000) == [(A, 0xB)] and core.resolve("router", 8_000)
+    assert len(core.hosts(8_000)) == 100 and core.counters["hosts_evicted"] == 20_000 - 98
+    # an invented NID repeated within the promotion time stays on probation: it goes
+    hear(core, 0x9_0000, "y", 8_100)
+    hear(core, 0x9_0000, "y", 8_200)
+    for i in range(98):
+        hear(core, 0x8_0000 + i, f"z{i}", 8_300)
+    assert core.resolve("y", 8_300) == [] and core.resolve("bob", 8_300)
+
+
 def test_the_cap_is_a_config_key():
     cfg = parse_config({"hostname": "x", "nid": "1:0:0:1", "locators": {"schedule": "0:0:0:a"},
                         "discovery": {"max_hosts": 50}})

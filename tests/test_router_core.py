@@ -248,14 +248,18 @@ def test_arrival_rule_accepts_packets_to_a_locator_we_left():
 
 # --- sessions ---------------------------------------------------------------------------
 
+DATA = stp.encode(1000, 1000, b"data")  # sessions are data: control packets start none
+
+
 def test_sessions_appear_on_unicast_and_expire_on_the_timer():
     core = make(session_lifetime_ms=1000, route_lifetime_ms=10**9)
-    out = core.send(BOB, [B], 44, b"\x00", None, None, 0)
+    core.ports.bind(1000, "app")
+    out = core.send(BOB, [B], 42, DATA, None, None, 0)
     assert of(out, SessionsChanged) == [SessionsChanged()] and core.session_keys() == [[B, BOB]]
-    out = core.receive(A, pkt(A, ALICE, A, ME, nh=44), 300)
+    out = core.receive(A, pkt(A, ALICE, A, ME), 300)
     assert of(out, SessionsChanged) == [SessionsChanged()] and core.session_keys() == [[A, ALICE], [B, BOB]]
     # refreshing an active session changes nothing
-    assert of(core.send(BOB, [B], 44, b"\x00", None, None, 500), SessionsChanged) == []
+    assert of(core.send(BOB, [B], 42, DATA, None, None, 500), SessionsChanged) == []
     assert core.next_deadline() == 1000
     assert core.on_timer(1000) == []  # early wake-up: nothing expired yet
     assert core.next_deadline() == 1300
@@ -267,7 +271,7 @@ def test_sessions_appear_on_unicast_and_expire_on_the_timer():
 
 def test_session_expiry_is_exact():
     core = make(session_lifetime_ms=1000)
-    core.send(BOB, [B], 44, b"\x00", None, None, 0)
+    core.send(BOB, [B], 42, DATA, None, None, 0)
     assert core.sessions(999) == [(B, BOB, 0)]
     assert core.sessions(1000) == []
 

@@ -91,3 +91,18 @@ def test_state_survives_a_restart_and_version_tracks_changes():
     again.restore(peers.state(), now=1_000_000)
     assert again.check(BOB, b"b" * 12, None, None, True, 1_000_001)["nonce_ok"] is True
     assert again.speaks_ext(BOB)
+
+
+def test_a_locator_update_or_its_ack_starts_no_session():
+    """Seen failing before: the router made a session of a stranger's update, and its
+    state.sessions could reach mobility before the update, which then passed the
+    'no-nonce updates only from a peer with a session' rule (256 of 33,333 on the lab)."""
+    core = router()
+    plain = wire.encode(A, BOB, A, ME, NH_LOCATOR_UPDATE, b"\x01" + bytes(8), 3)
+    core.receive(A, plain, 0)
+    core.peers.heard(BOB, 6)
+    core.send(BOB, [A], NH_LOCATOR_UPDATE, b"\x00", A, {"seq": 1}, 1)
+    assert core.session_keys() == []
+    core.ports.bind(1000, "app")
+    core.receive(A, wire.encode(A, BOB, A, ME, 42, b"\x03\xe8\x03\xe8data", 3), 2)
+    assert core.session_keys() == [[A, BOB]]

@@ -44,12 +44,15 @@ def main(host, count, interval, size, wait_s, resolve_timeout, run_dir, as_json)
             raise click.ClickException(str(exc)) from None
         pad = b"\x00" * (size - _PROBE.size)
         next_send = time.monotonic()
-        seq = 0
+        seq = unresolved = 0
         last_deadline = None
         while True:
             now = time.monotonic()
             if seq < count and now >= next_send:
-                sock.sendto(_PROBE.pack(seq, time.monotonic_ns()) + pad, (host, ECHO_PORT))
+                try:
+                    sock.sendto(_PROBE.pack(seq, time.monotonic_ns()) + pad, (host, ECHO_PORT))
+                except HostNotFound:
+                    unresolved += 1  # the host left the table for a moment: that probe is lost
                 seq += 1
                 next_send += interval
                 if seq == count:
@@ -75,7 +78,7 @@ def main(host, count, interval, size, wait_s, resolve_timeout, run_dir, as_json)
         sock.close()
     values = sorted(rtts.values())
     summary = {"host": host, "sent": count, "received": len(values),
-               "loss_pct": round(100 * (count - len(values)) / count, 2)}
+               "loss_pct": round(100 * (count - len(values)) / count, 2), "unresolved": unresolved}
     if values:
         summary.update(min_ms=round(values[0], 3), avg_ms=round(statistics.fmean(values), 3),
                        max_ms=round(values[-1], 3),

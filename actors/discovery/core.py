@@ -10,8 +10,12 @@ active locators solicit, send answers and accept discovery packets.
 [ext] Discovery safeguards (PROTOCOL.md): a body must name its packet's source NID; a
 hostname claimed by several live NIDs resolves to a cryptographic NID before a plain
 one, then to the claimant seen first (our own hostname always to us), and the others
-are conflicts; the table holds at most `max_hosts` NIDs (least recently heard evicted)
-and `MAX_LOCATORS_PER_HOST` locators each; a refresh costs O(1), and HostsChanged is
+are conflicts; the table holds at most `max_hosts` NIDs and `MAX_LOCATORS_PER_HOST`
+locators each. Eviction is a segmented LRU: a NID heard once is on probation, one heard
+again at least PROMOTE_AFTER_MS later (a node answering a later solicitation) or moved by
+an accepted update is established, and a newcomer evicts the least recently heard NID
+on probation first, so a flood of invented NIDs (each heard once) churns among itself
+and leaves the hosts that were there before it; a refresh costs O(1), and HostsChanged is
 rate-limited (a token bucket: a burst of PUBLISH_BURST, then one per
 PUBLISH_INTERVAL_MS, the change held back going out when the next token comes), so
 publishing the whole table costs in proportion to time, not to packets. The clock
@@ -34,6 +38,7 @@ DEFAULT_MAX_HOSTS = 1024        # NIDs in the host table (config discovery.max_h
 MAX_LOCATORS_PER_HOST = 16      # a NID's locators beyond these: the least recently seen goes
 PUBLISH_INTERVAL_MS = 100       # HostsChanged: one per interval once the burst is spent
 PUBLISH_BURST = 8               # ... and this many at once after a quiet time (start-up)
+PROMOTE_AFTER_MS = 1000         # heard again this much later: established, evicted last
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +78,7 @@ class _Node:
     hostname: str
     last: int  # most recent sighting of any locator (ms)
     locs: dict[int, int] = field(default_factory=dict)  # loc -> last seen (ms)
+    first: int = 0  # first sighting (ms): promotion from probation
 
 
 class DiscoveryCore:
@@ -97,6 +103,7 @@ class DiscoveryCore:
         self._solicited_rx: dict[int, int] = {}  # joined loc -> last solicitation received
         # nid -> hostname and its locators, least recently heard first (LRU eviction)
         self._nodes: OrderedDict[int, _Node] = OrderedDict()
+        self._probation: OrderedDict[int, None] = OrderedDict()  # NIDs heard once, LRU first
         # (nid, loc) -> last seen, least recently seen first (expiry pops from the front)
         self._sightings: OrderedDict[tuple[int, int], int] = OrderedDict()
         # hostname -> nids claiming it, in the order first seen under that name
@@ -223,6 +230,7 @@ class DiscoveryCore:
             self.counters["moved_unknown"] += 1
             return []
         new = list(dict.fromkeys(locs))[:MAX_LOCATORS_PER_HOST]
+        self._probation.pop(nid, None)  # a peer with a session moved: established
         changed = set(new) != node.locs.keys()
         for loc in node.locs:
             del self._sightings[(nid, loc)]
@@ -309,10 +317,11 @@ class DiscoveryCore:
         node = self._nodes.get(nid)
         changed = False
         if node is None:
-            if len(self._nodes) >= self.max_hosts:  # the least recently heard goes
-                self._forget(next(iter(self._nodes)))
+            if len(self._nodes) >= self.max_hosts:  # on probation first, else least recently heard
+                self._forget(next(iter(self._probation or self._nodes)))
                 self.counters["hosts_evicted"] += 1
-            node = self._nodes[nid] = _Node(hostname, now)
+            node = self._nodes[nid] = _Node(hostname, now, first=now)
+            self._probation[nid] = None
             self._claim(nid, hostname, now)
             changed = True
         elif node.hostname != hostname:  # the node was renamed: one NID, one name
@@ -334,6 +343,11 @@ class DiscoveryCore:
         node.locs[loc] = now
         node.last = now
         self._nodes.move_to_end(nid)
+        if nid in self._probation:
+            if now - node.first >= PROMOTE_AFTER_MS:
+                del self._probation[nid]
+            else:
+                self._probation.move_to_end(nid)
         key = (nid, loc)
         self._sightings[key] = now
         self._sightings.move_to_end(key)
@@ -364,6 +378,7 @@ class DiscoveryCore:
 
     def _forget(self, nid: int) -> None:
         node = self._nodes.pop(nid)
+        self._probation.pop(nid, None)
         for loc in node.locs:
             del self._sightings[(nid, loc)]
         self._unname(nid, node.hostname)

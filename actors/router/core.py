@@ -192,7 +192,7 @@ class RouterCore:
                     if loc != arrival_loc:
                         actions.append(LinkItem(loc, out))
                         self.counters["flooded"] += 1
-        elif nh != NH_DISCOVERY:
+        elif nh == NH_STP:  # data: a locator update must not make a stranger a session
             changed = self._touch_session((src_loc, src_nid), now)
             if changed is not None:
                 actions.append(changed)
@@ -245,7 +245,9 @@ class RouterCore:
         if HEADER_LEN + len(payload) > self.mtu:
             return self._oversize(dst_nid, HEADER_LEN + len(payload))
 
-        unicast = dst_loc != ALL_NODES and next_header != NH_DISCOVERY
+        # Control packets (discovery, locator updates and acks) start no session: a
+        # stranger's update must not make itself a peer with a session.
+        unicast = dst_loc != ALL_NODES and next_header != NH_DISCOVERY and next_header != NH_LOCATOR_UPDATE
         key = (dst_loc, dst_nid)
         nonce_due = unicast and self.sessions_table.stamps(key, now) < self.nonce_packets
         options = self.peers.options(dst_nid, next_header, nonce_due, opts, payload)
