@@ -95,27 +95,24 @@ class ForwardingTable:
 
     def select(self, dst_locs, now: int) -> tuple[int, int] | None:
         """Locator selection: (interface, destination locator) to reach a peer that holds
-        `dst_locs` (most recently seen first), or None when we have no way there.
+        `dst_locs` (freshest first: the host table's order, then older session ones), or
+        None when we have no way there.
 
-        A locator we have joined ourselves, one we keep before one we are leaving;
-        else the first one we have a route to. So we never send to one of the peer's
-        locators over another network the peer is also on (its arrival rule would drop
-        that copy): a locator of its that we share is always chosen first."""
-        current, joined, learned = self.current, self.joined, self._learned
-        leaving = routed = None
+        The first locator we can reach, in that order: one we joined (sent there
+        directly), else one we have a route to. When that route's interface is itself
+        one of the peer's locators, the peer is on that network too: the packet is
+        addressed there (its arrival rule would drop a copy addressed to another of its
+        locators). Freshness comes first: a stale locator of the peer's that we happen
+        to share must not win over where it is now (both nodes moving at once)."""
+        joined, learned = self.joined, self._learned
         for loc in dst_locs:
-            if loc in current:
-                return loc, loc
             if loc in joined:
-                if leaving is None:
-                    leaving = loc
-            elif routed is None:
-                known = learned.get(loc)
-                if known is not None and known[1] > now:
-                    routed = (known[0], loc)
-        if leaving is not None:
-            return leaving, leaving
-        return routed
+                return loc, loc
+            known = learned.get(loc)
+            if known is not None and known[1] > now:
+                iface = known[0]
+                return (iface, iface) if iface in dst_locs else (iface, loc)
+        return None
 
     def expire(self, now: int) -> int | None:
         """Drop expired learned routes (from the front); returns the next expiry, if any."""
