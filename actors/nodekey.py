@@ -8,6 +8,7 @@ cryptographic NID, which is what a wiped state directory means anyway.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import tempfile
@@ -84,3 +85,10 @@ def node_signer(config: NodeConfig, state_dir: str | os.PathLike) -> Signer | No
     if config.nid is None or not is_cryptographic(config.nid):
         return None
     return node_identity(config, state_dir)[1]
+
+
+def nonce_key(state_dir: str | os.PathLike) -> bytes:
+    """The secret our RFC 6744 nonces are derived from (actors/router/peers.py): a hash of
+    the node key, so nonces survive any restart and change only with the key."""
+    raw = load_or_create(state_dir).private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    return hashlib.sha256(b"ILNPv6-nonce-key" + raw).digest()

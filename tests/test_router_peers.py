@@ -106,3 +106,17 @@ def test_a_locator_update_or_its_ack_starts_no_session():
     core.ports.bind(1000, "app")
     core.receive(A, wire.encode(A, BOB, A, ME, 42, b"\x03\xe8\x03\xe8data", 3), 2)
     assert core.session_keys() == [[A, BOB]]
+
+
+def test_nonces_derived_from_the_node_key_survive_a_restart_without_any_file():
+    """Seen failing on the lab: peers.json is written at a bounded rate, and a kill -9
+    right after a new peer's first packet lost our nonce towards it."""
+    first = PeerTable(nonce_key=b"k" * 32)
+    first.heard(BOB, 6)
+    opts = first.options(BOB, 42, True, None)
+    again = PeerTable(nonce_key=b"k" * 32)  # restarted, nothing restored
+    again.heard(BOB, 6)
+    assert again.options(BOB, 42, True, None) == opts
+    other = PeerTable(nonce_key=b"o" * 32)
+    other.heard(BOB, 6)
+    assert other.options(BOB, 42, True, None) != opts

@@ -79,7 +79,7 @@ class RouterCore:
                  route_lifetime_ms: int = 30000, session_lifetime_ms: int = 30000,
                  nonce_length: int = 12, rng_bytes: Callable[[int], bytes] = os.urandom,
                  nonce_packets: int = 3, is_owner_alive: Callable[[Any], bool] | None = None,
-                 duplicate_hold_ms: int = 500, signer=None):
+                 duplicate_hold_ms: int = 500, signer=None, nonce_key: bytes | None = None):
         if not 0 <= hop_limit <= 255:
             raise ValueError(f"hop_limit {hop_limit} is not 0-255")
         if mtu < HEADER_LEN:
@@ -91,7 +91,7 @@ class RouterCore:
         self.counters: Counter = Counter()
         self.table = ForwardingTable(route_lifetime_ms, counters=self.counters)
         self.sessions_table = SessionTable(session_lifetime_ms, counters=self.counters)
-        self.peers = PeerTable(nonce_length, rng_bytes, session_lifetime_ms, signer, nid)
+        self.peers = PeerTable(nonce_length, rng_bytes, session_lifetime_ms, signer, nid, nonce_key=nonce_key)
         self.ports = PortRegistry(is_owner_alive)
         self.duplicates = DuplicateFilter(duplicate_hold_ms)
         self._deadline: int | None = None  # lower bound of the next expiry

@@ -21,7 +21,7 @@ from bus.actor import CoreTimer, monotonic_ms
 from bus.rundir import RunDir, pid_alive, write_atomic
 
 from ..config import NodeConfig
-from ..nodekey import node_signer
+from ..nodekey import node_signer, nonce_key
 from ..proto import topics
 from ..proto.addr import format64
 from ..proto.frames import LinkItem
@@ -70,7 +70,7 @@ class RouterShell:
             route_lifetime_ms=config.route_lifetime_ms,
             session_lifetime_ms=config.session_lifetime_ms,
             nonce_length=config.nonce_length, duplicate_hold_ms=config.duplicate_hold_ms,
-            signer=node_signer(config, run.path),
+            signer=node_signer(config, run.path), nonce_key=nonce_key(run.path),
             is_owner_alive=lambda owner: pid_alive(int(owner)))
         self.epoch = time.time_ns()  # this incarnation's forwarding table
         self.sessions_pace = Pace(SESSIONS_INTERVAL_MS)

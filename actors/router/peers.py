@@ -3,6 +3,9 @@
 
 - Who speaks [ext] (sent us a version-6 packet).
 - Our nonce towards each peer NID (made on first need, never changed: peers compare it).
+  With a `nonce_key` (the shell gives one derived from the node key) it is
+  SHA-256(key || peer NID): the same after any restart, so a kill -9 before peers.json
+  is written loses nothing, and unpredictable to anyone without the key.
 - Each peer's nonce, learned per session: only from a packet addressed to us (never
   from ALL_NODES, which anyone can send to every node), kept while the peer stays in
   touch, and replaced by the nonce of the first packet of a new session (a peer silent
@@ -17,6 +20,7 @@ from the `rng_bytes` the shell gives. What a restarted router must remember is
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import Counter, OrderedDict
 from typing import Callable
@@ -30,7 +34,7 @@ MAX_PEERS = 4096  # per table; legitimate nodes of one overlay are far fewer
 class PeerTable:
     def __init__(self, nonce_length: int = 12, rng_bytes: Callable[[int], bytes] = os.urandom,
                  session_lifetime_ms: int = 30000, signer=None, own_nid: int = 0,
-                 max_peers: int = MAX_PEERS):
+                 max_peers: int = MAX_PEERS, nonce_key: bytes | None = None):
         if nonce_length not in NONCE_LENGTHS:
             raise ValueError(f"nonce_length must be 4 or 12, not {nonce_length}")
         self.nonce_length = nonce_length
@@ -39,6 +43,7 @@ class PeerTable:
         self.signer = signer            # proto.signature.Signer, or None (a plain NID signs nothing)
         self.own_nid = own_nid
         self._rng_bytes = rng_bytes
+        self._nonce_key = nonce_key
         self._ext: OrderedDict[int, None] = OrderedDict()          # NIDs that sent version 6
         self._local: OrderedDict[int, bytes] = OrderedDict()       # peer NID -> our nonce towards it
         self._remote: OrderedDict[int, list] = OrderedDict()       # peer NID -> [its nonce, last heard ms]
@@ -128,7 +133,10 @@ class PeerTable:
     def _nonce_for(self, nid: int) -> bytes:
         nonce = self._local.get(nid)
         if nonce is None:
-            nonce = bytes(self._rng_bytes(self.nonce_length))
+            if self._nonce_key is not None:
+                nonce = hashlib.sha256(self._nonce_key + nid.to_bytes(8, "big")).digest()[:self.nonce_length]
+            else:
+                nonce = bytes(self._rng_bytes(self.nonce_length))
             self._put(self._local, nid, nonce)
         else:
             self._local.move_to_end(nid)
