@@ -28,7 +28,7 @@ from tools.common import OneLineCommand
 
 from actors.proto.addr import format64
 from actors.run import batch_scheduling
-from actors.stp.api import StpSocket, StpSocketError
+from actors.stp.api import HostNotFound, StpSocket, StpSocketError
 
 HEAD = struct.Struct(">QQ")
 RAW_GROUP = "ff12:0:fffe:0::1"  # a group of its own, never an overlay locator's
@@ -107,11 +107,15 @@ class OverlayPort:
     def __init__(self, local_port: int, peer: str | None, peer_port: int, resolve_timeout: float):
         self.sock = StpSocket(local_port)
         self.address = (peer, peer_port)
+        self.unresolved = 0
         if peer:
             self.sock.wait_for_host(peer, resolve_timeout)
 
     def send(self, datas: list[bytes]) -> None:
-        self.sock.sendmany(datas, self.address)
+        try:
+            self.sock.sendmany(datas, self.address)
+        except HostNotFound:
+            self.unresolved += len(datas)  # the host left the table for a moment: those are lost
 
     def receive(self, timeout: float) -> list[tuple[bytes, object]]:
         """[(data, Ilv), ...]: what is ready, waiting up to timeout for the first."""
@@ -253,7 +257,7 @@ def main(local_port, peer, peer_port, rate, duration, size, idle_stop, csv_path,
         port.close()
         tally.close()
     click.echo(json.dumps({"sent": sent, "rate": rate, "size": size, "start_ns": start_ns,
-                           **tally.summary()}))
+                           "unresolved": getattr(port, "unresolved", 0), **tally.summary()}))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,10 @@ changed (the core limits the rate), answers `hosts`, `conflicts` and `resolve`.
 Follows state.locators; applies mob.peer (accepted updates); solicits at once when the
 router's forwarding table is new (state.forwarding), so a restarted router relearns
 its routes in milliseconds.
+
+A restarted discovery starts with an empty table: it publishes nothing for WARMUP_S
+(its solicitations are answered meanwhile), so consumers keep their replicas instead of
+being told for a moment that nobody exists (a sender resolving names would fail).
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from ..registry import open_actor
 from .core import Announce, DiscoveryCore, HostsChanged
 
 log = logging.getLogger("discovery")
+WARMUP_S = 0.5
 ratelog = RateLimitedLog(log, interval_s=10.0)
 
 
@@ -38,11 +43,17 @@ class DiscoveryShell:
         actor.subscribe(topics.STATE_LOCATORS, self.on_locators)
         actor.subscribe(topics.MOB_PEER, self.on_peer_moved)
         actor.subscribe(topics.STATE_FORWARDING, self.on_forwarding)
-        actor.owns(topics.STATE_HOSTS, self.snapshot)
+        self.warm = False
+        actor.call_later(WARMUP_S, self._warmed)
         actor.command("hosts", self.rows)
         actor.command("conflicts", self.cmd_conflicts)
         actor.command("resolve", self.cmd_resolve)
         actor.status_extra = lambda: {"core": dict(self.core.counters)}
+
+    def _warmed(self) -> None:
+        self.warm = True
+        self.actor.owns(topics.STATE_HOSTS, self.snapshot)
+        self.actor.publish(topics.STATE_HOSTS, self.snapshot())
 
     def rows(self) -> list:
         """[[hostname, nid, [locs newest first], age_ms], ...] (the replica format)."""
@@ -66,7 +77,7 @@ class DiscoveryShell:
                 self.actor.emit(topics.ILNP_TX, action.tx_item())
             elif type(action) is HostsChanged:
                 changed = True
-        if changed:
+        if changed and self.warm:
             self.actor.publish(topics.STATE_HOSTS, self.snapshot())
         self.timer.arm()
 
