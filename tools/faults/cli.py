@@ -25,7 +25,7 @@ from tools.lab import Lab
 
 from .measure import Kill, cost
 
-SETTLE_S = 2.0      # traffic steady before each kill
+SETTLE_S = 3.0      # traffic steady before each kill
 RESTART_WAIT_S = 20.0
 
 
@@ -93,9 +93,11 @@ def main(rate, nodes, actor_names, lab_name, json_path):
                     click.echo(f"killed {node}/{actor}: running again after {kill.restart_s} s", err=True)
             results = {name: gen.result(params.duration + 60) for name, gen in gens.items()}
             rows = []
-            for kill in kills:
-                to_bob = cost(read_packets(out / "at_bob.csv"), results["alice"]["start_ns"], rate, kill.time_ns)
-                to_alice = cost(read_packets(out / "at_alice.csv"), results["bob"]["start_ns"], rate, kill.time_ns)
+            at_bob, at_alice = read_packets(out / "at_bob.csv"), read_packets(out / "at_alice.csv")
+            for i, kill in enumerate(kills):
+                after = kills[i + 1].time_ns if i + 1 < len(kills) else None
+                to_bob = cost(at_bob, results["alice"]["start_ns"], rate, kill.time_ns, next_kill_ns=after)
+                to_alice = cost(at_alice, results["bob"]["start_ns"], rate, kill.time_ns, next_kill_ns=after)
                 rows.append({"node": kill.node, "actor": kill.actor, "restart_s": kill.restart_s,
                              "outage_ms_alice_to_bob": to_bob.outage_ms, "lost_alice_to_bob": to_bob.lost,
                              "outage_ms_bob_to_alice": to_alice.outage_ms, "lost_bob_to_alice": to_alice.lost})

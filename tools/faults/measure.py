@@ -2,7 +2,8 @@
 
 For a kill at time K: the *outage* is the longest silence between two packets received
 within [K - 0.2 s, K + window] (traffic flows again at the end of it); *lost* counts the
-packets whose send time falls in [K - 0.5 s, K + window] and never arrived. Send times
+packets whose send time falls in [K - 0.5 s, K + window] and never arrived. The window
+ends 0.6 s before the next kill, so that no kill is charged with the next one's cost. Send times
 are in the packets themselves (trafficgen stamps them), so lost ones are known by seq.
 """
 from __future__ import annotations
@@ -26,8 +27,11 @@ class Cost:
     lost: int
 
 
-def cost(packets: list[Packet], start_ns: int, rate: float, kill_ns: int, window_s: float = 4.0) -> Cost:
+def cost(packets: list[Packet], start_ns: int, rate: float, kill_ns: int, window_s: float = 4.0,
+         next_kill_ns: int | None = None) -> Cost:
     lo, hi = kill_ns - 200_000_000, kill_ns + int(window_s * 1e9)
+    if next_kill_ns is not None:
+        hi = min(hi, next_kill_ns - 600_000_000)
     times = sorted(p.received_ns for p in packets if lo <= p.received_ns <= hi)
     edges = [lo, *times, hi] if times else [lo, hi]
     outage = max(b - a for a, b in zip(edges, edges[1:]))
