@@ -5,7 +5,10 @@ Times are seconds in the file and milliseconds (ints) in the loaded config.
 """
 from __future__ import annotations
 
+import ipaddress
+import math
 import os
+import socket
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +70,24 @@ def _seconds(v: float) -> int:
     return int(round(v * 1000))
 
 
+MAX_SECONDS = 365 * 24 * 3600  # a time key's ceiling (timers and poll timeouts are bounded ints)
+
+
+def _address(v: str) -> bool:
+    """An IP address, or a name this host resolves (what a socket can be bound to)."""
+    if not v or len(v) > 253 or not v.isprintable() or any(c.isspace() for c in v):
+        return False
+    try:
+        ipaddress.ip_address(v)
+        return True
+    except ValueError:
+        pass
+    try:
+        return bool(socket.getaddrinfo(v, None, type=socket.SOCK_DGRAM))
+    except (OSError, UnicodeError):
+        return False
+
+
 # key path -> (type, field name, converter or None, check or None, what the check wants)
 _SPEC: dict[str, tuple] = {
     "hostname": (str, "hostname", None, valid_hostname, HOSTNAME_RULE),
@@ -91,11 +112,11 @@ _SPEC: dict[str, tuple] = {
     "mobility.update_interval": ((int, float), "update_interval_ms", _seconds, lambda v: v > 0, "> 0"),
     "mobility.nonce_length": (int, "nonce_length", None, lambda v: v in (4, 12), "4 or 12"),
     "mobility.accept_updates_without_nonce": (bool, "accept_updates_without_nonce", None, None, ""),
-    "stream.bind": (str, "stream_bind", None, lambda v: 0 < len(v) <= 64, "an address to listen on"),
+    "stream.bind": (str, "stream_bind", None, _address, "an IP address or a host name this host resolves"),
     "stream.idle_timeout": ((int, float), "stream_idle_timeout_ms", _seconds, lambda v: 1 <= v <= 3600, "1-3600"),
     "stream.keepalive": ((int, float), "stream_keepalive_ms", _seconds, lambda v: 0.1 <= v <= 600, "0.1-600"),
     "proxy.port": (int, "proxy_port", None, lambda v: 1 <= v <= 65535, "1-65535"),
-    "proxy.bind": (str, "proxy_bind", None, None, ""),
+    "proxy.bind": (str, "proxy_bind", None, _address, "an IP address or a host name this host resolves"),
     "link.emulate.drop": ((int, float), "drop", float, lambda v: 0 <= v <= 1, "0-1"),
     "link.emulate.duplicate": ((int, float), "duplicate", float, lambda v: 0 <= v <= 1, "0-1"),
     "link.emulate.delay": ((int, float), "delay_ms", _seconds, lambda v: 0 <= v <= 10, "0-10 seconds"),
@@ -135,6 +156,14 @@ def parse_config(table: dict, path: str = "<config>") -> NodeConfig:
         if isinstance(raw, bool) and typ is not bool or not isinstance(raw, typ):
             want = "number" if typ == (int, float) else getattr(typ, "__name__", str(typ))
             raise ConfigError(f"{path}: {key} must be a {want}, got {raw!r}")
+        if isinstance(raw, float) and not math.isfinite(raw):
+            raise ConfigError(f"{path}: {key} must be a finite number, got {raw!r}")
+        if convert is _seconds and raw > MAX_SECONDS:
+            raise ConfigError(f"{path}: {key} must be at most {MAX_SECONDS} (365 days), got {raw!r}")
+        if convert is _seconds and 0 < raw < 0.001:
+            least = "0 or at least 0.001" if check is None or check(0) else "at least 0.001"
+            raise ConfigError(f"{path}: {key} must be {least} (1 ms: times count whole milliseconds),"
+                              f" got {raw!r}")
         if check is not None and not check(raw):
             raise ConfigError(f"{path}: {key} must be {wants}, got {raw!r}")
         try:
@@ -161,4 +190,6 @@ def load_config(path: str | os.PathLike | None = None) -> NodeConfig:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})") from None
     return parse_config(table, str(Path(path)))

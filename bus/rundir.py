@@ -49,6 +49,17 @@ class RunDir:
         """Where an actor (or application) receives its data frames directly."""
         return f"ipc://{self.inbox_path(name)}"
 
+    def is_inbox(self, endpoint) -> bool:
+        """Whether `endpoint` is an inbox of this node (what inbox() gives for some name):
+        anything else, pushed to, would connect us somewhere else or fail."""
+        if not isinstance(endpoint, str):
+            return False
+        head, tail = f"ipc://{self.path}/in-", ".sock"
+        if not (endpoint.startswith(head) and endpoint.endswith(tail)):
+            return False
+        name = endpoint[len(head):len(endpoint) - len(tail)]
+        return 0 < len(name) <= 64 and all(c.isascii() and (c.isalnum() or c in "._-") for c in name)
+
     def topic_inbox_path(self, topic: bytes) -> Path:
         return self.path / f"in-t-{topic.decode('ascii', 'replace')}.sock"
 
@@ -79,13 +90,69 @@ class RunDir:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write a file so a reader sees the old or the new content, never half."""
+    """Write a file so a reader sees the old or the new content, never half, and so the
+    new content survives a crash once this returns: the data is fsynced, renamed into
+    place, and the directory fsynced (the rename itself is on disk). A failed write
+    leaves no temporary file; a kill mid-write leaves `.NAME.PID.tmp` (see remove_stale_tmp)."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename in directory `path` durable (best effort: some filesystems refuse)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def stale_tmp_files(path: Path) -> list[Path]:
+    """Temporary files write_atomic left for `path` (`.NAME.PID.tmp`) whose writer is gone:
+    killed mid-write. A live other writer's is not stale; ours (a reused PID) is."""
+    path = Path(path)
+    prefix, found = f".{path.name}.", []
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return []
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(".tmp")):
+            continue
+        pid = name[len(prefix):-len(".tmp")]
+        if not pid.isdigit() or int(pid) == os.getpid() or not pid_alive(int(pid)):
+            found.append(path.parent / name)
+    return sorted(found)
+
+
+def remove_stale_tmp(path: Path) -> list[Path]:
+    """Remove the stale temporary files of `path` (at its owner's start); returns them."""
+    removed = []
+    for tmp in stale_tmp_files(path):
+        try:
+            os.unlink(tmp)
+        except OSError:  # gone already, or not ours to remove
+            continue
+        removed.append(tmp)
+    return removed
 
 
 def pid_alive(pid: int) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 import struct
 
+from ..config import ConfigError
 from ..proto.addr import format64
 from .underlay import Underlay
 
@@ -91,6 +92,13 @@ class Ipv6MulticastUnderlay(Underlay):
 
     @classmethod
     def from_config(cls, config) -> "Ipv6MulticastUnderlay":
+        """ConfigError (one line naming the file and underlay.interface) when the
+        interface is not there: this is where a missing one is first seen."""
+        try:
+            socket.if_nametoindex(config.interface)
+        except OSError:
+            raise ConfigError(f"{config.path}: underlay.interface: no interface {config.interface!r}"
+                              f" in this network namespace (`ip link` lists them)") from None
         return cls(config.interface, config.port, config.group_tag, loopback=config.multicast_loop)
 
     def fileno(self) -> int:

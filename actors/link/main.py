@@ -7,11 +7,12 @@ state.locators (mobility). The underlay (underlay.kind) is chosen in kinds.py.
 from __future__ import annotations
 
 import logging
+import sys
 
 from bus.actor import DRAIN_LIMIT
 from bus.rundir import RunDir
 
-from ..config import NodeConfig
+from ..config import ConfigError, NodeConfig
 from ..proto import topics
 from ..proto.addr import format64
 from ..proto.frames import LinkItem
@@ -26,8 +27,8 @@ log = logging.getLogger("link")
 class LinkShell:
     def __init__(self, config: NodeConfig, run: RunDir):
         self.mtu = config.mtu
+        self.underlay = open_underlay(config)  # first: a missing interface fails before the bus sees us
         self.actor = open_actor("link", run, requires=(topics.STATE_LOCATORS,))
-        self.underlay = open_underlay(config)
         em = config.emulate
         self.emulator = LinkEmulator(em.drop, em.duplicate, em.delay_ms)
         self.counters = self.actor.counters
@@ -103,4 +104,9 @@ class LinkShell:
 
 
 def main(config: NodeConfig, run: RunDir) -> None:
-    LinkShell(config, run).run()
+    try:
+        shell = LinkShell(config, run)
+    except ConfigError as exc:  # the underlay cannot open as configured (a missing interface)
+        print(f"ilnp-actor link: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    shell.run()

@@ -19,8 +19,9 @@ from ..config import NodeConfig
 from ..proto.addr import AddressError, format64, parse_locator_set
 from ..proto.frames import RxItem
 from ..registry import open_actor
-from ..statefile import StateFile
-from .core import MobilityCore, PeerMoved, PublishLocators, SendUpdate
+from ..proto.ilnp import NONCE_LENGTHS
+from ..statefile import StateFile, is_hex, is_int, need
+from .core import SEQ_MOD, MobilityCore, PeerMoved, PublishLocators, SendUpdate, locator_set
 
 log = logging.getLogger("mobility")
 STATE_FILE = "locators.json"
@@ -38,7 +39,7 @@ class MobilityShell:
             config.nid, config.schedule, config.move_time_ms, config.handoff_time_ms,
             retries=config.update_retries, retry_interval_ms=config.update_interval_ms,
             accept_without_nonce=config.accept_updates_without_nonce, first_seq=first_seq)
-        self.seen_file = StateFile(run.path / SEEN_FILE, log, "update_seqs")
+        self.seen_file = StateFile(run.path / SEEN_FILE, log, "update_seqs", check_seen_file, actor.counters)
         self.core.restore_seen(self.seen_file.load() or {})
         self._seen_saved = self.core.seen_version
         self._seen_save_due = False
@@ -124,11 +125,11 @@ class MobilityShell:
         return self.cmd_locators()
 
     def _load_current(self) -> list[int] | None:
-        try:
-            cur = json.loads((self.run.path / STATE_FILE).read_text())["cur"]
-            return [int(x) for x in cur] or None
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
+        """Where a previous incarnation was (a file of another shape is set aside, counted)."""
+        self.cur_file = StateFile(self.run.path / STATE_FILE, log, "locators", check_locators_file,
+                                  self.actor.counters)
+        saved = self.cur_file.load()
+        return None if saved is None else saved["cur"]
 
     def _save_current(self) -> None:
         write_atomic(self.run.path / STATE_FILE, json.dumps({"cur": list(self.core.cur)}).encode())
@@ -136,6 +137,26 @@ class MobilityShell:
 
 def _fmt(locs) -> str:
     return ",".join(format64(x) for x in locs) or "-"
+
+
+def check_locators_file(saved) -> None:
+    """locators.json: {"cur": [locator...]}, a set a node can be on."""
+    need(isinstance(saved, dict) and "cur" in saved, "not an object with \"cur\"")
+    need(isinstance(saved["cur"], list), "cur: not a list")
+    locator_set(saved["cur"])  # ValueError: the reason
+
+
+def check_seen_file(saved) -> None:
+    """update-seqs.json: {"seen": [[NID, nonce hex or null, seq, [locator...]], ...]}."""
+    need(isinstance(saved, dict) and isinstance(saved.get("seen"), list), "not an object with a \"seen\" list")
+    for row in saved["seen"]:
+        need(isinstance(row, list) and len(row) == 4, f"entry {row!r:.60}: not [nid, nonce, seq, locators]")
+        nid, nonce, seq, locs = row
+        need(is_int(nid, 0, (1 << 64) - 1), f"NID {nid!r:.40} is not 64 bits")
+        need(nonce is None or is_hex(nonce, NONCE_LENGTHS), f"nonce {nonce!r:.40} of {nid} is not 4 or 12 bytes of hex")
+        need(is_int(seq, 0, SEQ_MOD - 1), f"seq {seq!r:.40} of {nid} is not 32 bits")
+        need(isinstance(locs, list) and all(is_int(x, 0, (1 << 64) - 1) for x in locs),
+             f"locators of {nid}: not a list of 64-bit locators")
 
 
 def main(config: NodeConfig, run: RunDir) -> None:

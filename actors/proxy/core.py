@@ -127,6 +127,26 @@ def check_flag(value, what: str) -> bool:
     return value
 
 
+def check_saved(saved) -> None:
+    """The shape of proxy-mappings.json (what saved() writes); ValueError: the reason.
+    Files written before `any_remote` existed have none (false)."""
+    if not isinstance(saved, dict) or saved.get("version") != SAVED_VERSION:
+        raise ValueError(f"not an object with \"version\": {SAVED_VERSION}")
+    if not isinstance(saved.get("mappings"), list):
+        raise ValueError("mappings: not a list")
+    seen = set()
+    for entry in saved["mappings"]:
+        if not isinstance(entry, dict):
+            raise ValueError(f"mapping {entry!r:.60} is not an object")
+        port = check_port(entry.get("local_port"), "local port")
+        check_host(entry.get("remote_host"))
+        check_port(entry.get("remote_port"), "remote port")
+        check_flag(entry.get("any_remote", False), "any_remote")
+        if port in seen:
+            raise ValueError(f"local port {port} is mapped twice")
+        seen.add(port)
+
+
 def _ip(text: str):
     """An address as ipaddress sees it, v4-mapped IPv6 as the IPv4 it carries; None if not one."""
     try:

@@ -24,7 +24,7 @@ from ..registry import open_actor
 from ..statefile import StateFile
 from ..stp.binding import Bound, Lost, Refused, Unanswered
 from ..stp.bound_ports import BoundPorts
-from .core import DeliverLocal, Dropped, Mapping, MappingError, ProxyCore, SendStp
+from .core import DeliverLocal, Dropped, Mapping, MappingError, ProxyCore, SendStp, check_saved
 from .udp import open_proxy_socket
 
 log = logging.getLogger("proxy")
@@ -42,7 +42,7 @@ class ProxyShell:
         # the address really bound (proxy.bind may be a name): its host may send, besides loopback
         self.core = ProxyCore(config.proxy_port, config.mtu, bind=self.sock.getsockname()[0])
         self.binder = BoundPorts(actor, self.on_binding)
-        self.store = StateFile(run.path / MAPPINGS_FILE, log, "mappings")
+        self.store = StateFile(run.path / MAPPINGS_FILE, log, "mappings", check_saved, actor.counters)
         self._buf = bytearray(65536)           # any UDP datagram fits; oversize ones are seen whole
         self._view = memoryview(self._buf)
         self._waiting: dict[int, list[tuple[Reply, Mapping]]] = {}  # `map` replies awaiting the router

@@ -25,8 +25,10 @@ from ..nodekey import node_signer, nonce_key
 from ..proto import topics
 from ..proto.addr import format64
 from ..proto.frames import LinkItem
+from ..proto.ilnp import NONCE_LENGTHS
 from ..ratelog import RateLimitedLog
 from ..registry import open_actor
+from ..statefile import StateFile, is_hex, is_int, is_int_string, need
 from .core import Deliver, Refused, RouterCore, SessionsChanged
 from .ports import BindError
 
@@ -213,24 +215,24 @@ class RouterShell:
         self.actor.publish(topics.STATE_PORTS, self.ports_body())
 
     def _load_ports(self) -> None:
-        """Bindings of a previous incarnation whose owners still live: {port: [pid, inbox]}."""
-        try:
-            saved = json.loads((self.run.path / PORTS_FILE).read_text())
-        except (OSError, ValueError):
-            return
-        for port, entry in saved.items():
+        """Bindings of a previous incarnation whose owners still live: {port: [pid, inbox]}
+        (a file of any other shape is set aside and counted: actors/statefile.py)."""
+        self.ports_file = StateFile(self.run.path / PORTS_FILE, log, "ports",
+                                    lambda saved: check_ports_file(saved, self.run), self.actor.counters)
+        for port, (pid, inbox) in (self.ports_file.load() or {}).items():
+            if not pid_alive(pid):
+                continue
             try:
-                pid, inbox = entry
-                if pid_alive(int(pid)):
-                    self._bind(int(port), int(pid), inbox)
-            except (TypeError, ValueError):
-                pass
+                self._bind(int(port), pid, inbox)
+            except ValueError as exc:  # e.g. the registry is full
+                log.error("event=port_not_restored port=%s pid=%d error=%r", port, pid, str(exc))
 
     def _load_peers(self) -> None:
-        try:
-            self.core.peers.restore(json.loads((self.run.path / PEERS_FILE).read_text()), monotonic_ms())
-        except (OSError, ValueError):
-            pass
+        self.peers_file = StateFile(self.run.path / PEERS_FILE, log, "peers", check_peers_file,
+                                    self.actor.counters)
+        saved = self.peers_file.load()
+        if saved is not None:
+            self.core.peers.restore(saved, monotonic_ms())
         self._peers_saved = self.core.peers.size()
 
     def _save_peers_if_changed(self) -> None:
@@ -253,6 +255,32 @@ class RouterShell:
         self._peers_saved = version
         write_atomic(self.run.path / PEERS_FILE, json.dumps(self.core.peers.state()).encode())
         self.actor.counters["peers_saved"] += 1
+
+
+def check_ports_file(saved, run: RunDir) -> None:
+    """stp-ports.json: {"PORT": [PID, INBOX or null]}, INBOX one of this node's inboxes
+    (pushing to anything else would fail at the first datagram). ValueError: the reason."""
+    need(isinstance(saved, dict), f"not an object but a {type(saved).__name__}")
+    for port, entry in saved.items():
+        need(is_int_string(port, 1, 65535), f"port {port!r} is not 1-65535")
+        need(isinstance(entry, list) and len(entry) == 2, f"port {port}: not [pid, inbox]")
+        need(is_int(entry[0], 1), f"port {port}: pid {entry[0]!r} is not a process id")
+        need(entry[1] is None or run.is_inbox(entry[1]), f"port {port}: inbox {entry[1]!r} is not an inbox here")
+
+
+def check_peers_file(saved) -> None:
+    """peers.json: {"ext": [NID...], "local": {"NID": nonce hex}, "remote": {"NID": nonce hex}}."""
+    need(isinstance(saved, dict), f"not an object but a {type(saved).__name__}")
+    unknown = set(saved) - {"ext", "local", "remote"}
+    need(not unknown, f"unknown keys {sorted(unknown)}")
+    ext = saved.get("ext", [])
+    need(isinstance(ext, list) and all(is_int(n, 0, (1 << 64) - 1) for n in ext), "ext: not a list of NIDs")
+    for key in ("local", "remote"):
+        table = saved.get(key, {})
+        need(isinstance(table, dict), f"{key}: not an object")
+        for nid, nonce in table.items():
+            need(is_int_string(nid, 0, (1 << 64) - 1), f"{key}: {nid!r} is not a NID")
+            need(is_hex(nonce, NONCE_LENGTHS), f"{key}: nonce of {nid} is not 4 or 12 bytes of hex")
 
 
 def main(config: NodeConfig, run: RunDir) -> None:

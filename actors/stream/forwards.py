@@ -35,6 +35,29 @@ def _host(value, what: str) -> str:
     return value
 
 
+def check_saved(saved) -> None:
+    """The shape of stream-forwards.json (what ForwardTable._save writes); ValueError: the reason."""
+    if not isinstance(saved, dict) or saved.get("version") != SAVED_VERSION:
+        raise ValueError(f"not an object with \"version\": {SAVED_VERSION}")
+    for kind, key, fields in (("serve", "stp_port", (("stp_port", _port), ("host", _host), ("port", _port))),
+                              ("listen", "local_port", (("local_port", _port), ("host", _host),
+                                                        ("stp_port", _port), ("bind", _host)))):
+        entries = saved.get(kind, [])
+        if not isinstance(entries, list):
+            raise ValueError(f"{kind}: not a list")
+        seen = set()
+        for entry in entries:
+            if not isinstance(entry, dict):
+                raise ValueError(f"{kind}: {entry!r:.60} is not an object")
+            for name, check in fields:
+                if name == "bind" and name not in entry:
+                    continue  # older files: the default bind
+                check(entry.get(name), f"{kind} {name}")
+            if entry[key] in seen:
+                raise ValueError(f"{kind}: {key} {entry[key]} appears twice")
+            seen.add(entry[key])
+
+
 class ForwardTable:
     def __init__(self, store: StateFile):
         self.store = store

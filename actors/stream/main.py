@@ -31,7 +31,7 @@ from .core import (
     Forward, Opened, PauseReading, ResumeReading, SendStp, StreamCore, TcpClose, TcpConnect, TcpShutdown,
     TcpWrite,
 )
-from .forwards import ForwardTable, ForwardError, Listen
+from .forwards import ForwardTable, ForwardError, Listen, check_saved
 from .quic import QuicLink, Settings, make_certificate
 from .tcp import LocalConn, connect_to, listen_on
 
@@ -56,7 +56,7 @@ class StreamShell:
         self._waiting: dict[int, list] = {}  # STP port -> `serve` replies awaiting the router
         self.listeners: dict[int, socket.socket] = {}  # local port -> listening socket
         self._cids = iter(range(1, 1 << 40))
-        self.table = ForwardTable(StateFile(run.path / FORWARDS_FILE, log, "forwards"))
+        self.table = ForwardTable(StateFile(run.path / FORWARDS_FILE, log, "forwards", check_saved, actor.counters))
         actor.subscribe(topics.STATE_HOSTS, lambda _t, body: self.core.hosts.load(body.get("hosts")))
         actor.command("serve", self.cmd_serve, deferred=True)
         actor.command("listen", self.cmd_listen)
