@@ -18,9 +18,10 @@ from collections import Counter
 from typing import Any, Callable
 
 import zmq
+from zmq.utils.monitor import parse_monitor_message
 
 from .codec import HELLO, FrameError, pack, unpack
-from .direct import NO_CONSUMER, REFUSED, DirectOut, bind_inbox, unlink_inbox
+from .direct import BAD_ENDPOINT, HELD, NO_CONSUMER, REFUSED, DirectOut, bind_inbox, unlink_inbox
 from .rundir import RunDir
 
 log = logging.getLogger("actor")
@@ -28,6 +29,9 @@ log = logging.getLogger("actor")
 HWM = 50_000
 DRAIN_LIMIT = 128  # frames or datagrams taken from one source before looking at others
 HELLO_RETRY_S = 0.1
+RESYNC_MIN_S = 1.0      # a gap in a frame from the broker: at most one hello per this
+REPUBLISH_MIN_S = 0.05  # others' hellos: at most one republication per this (the last one answered)
+MAX_SENDERS = 4096      # (publisher, topic) pairs whose sequence numbers we follow
 _EVENTS, _POLLIN, _POLLOUT = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.POLLOUT)  # plain ints: no enum wrapping per packet
 
 
@@ -83,14 +87,21 @@ class Actor:
         self.pub = self._ctx.socket(zmq.PUB)
         self.pub.setsockopt(zmq.SNDHWM, HWM)
         self.pub.setsockopt(zmq.LINGER, 200)
-        self.pub.connect(self.run_dir.bus_in)
         self.sub = self._ctx.socket(zmq.SUB)
         self.sub.setsockopt(zmq.RCVHWM, HWM)
         self.sub.setsockopt(zmq.LINGER, 0)
+        self.poller = zmq.Poller()
+        # Each (re)connection of our bus sockets is an event: after the first, the broker
+        # restarted and what we published or it held meanwhile may be lost (see _on_bus_event).
+        self._monitors: dict[zmq.Socket, list] = {}
+        for sock in (self.pub, self.sub):
+            monitor = sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+            self._monitors[monitor] = [sock, 0]  # the socket, its connections so far
+            self.poller.register(monitor, zmq.POLLIN)
+        self.pub.connect(self.run_dir.bus_in)
         self.sub.connect(self.run_dir.bus_out)
         self.inbox = bind_inbox(self._ctx, self.run_dir, name, self.consumes)
         self.direct = DirectOut(self._ctx, self.run_dir)
-        self.poller = zmq.Poller()
         self.poller.register(self.sub, zmq.POLLIN)
         self.poller.register(self.inbox, zmq.POLLIN)
         self.ctl = None
@@ -120,8 +131,13 @@ class Actor:
         self._last_seen: dict[tuple[str, bytes], int] = {}
         self._out: dict[bytes, list] = {}
         self._owned: list[tuple[bytes, Callable[[], dict]]] = []
+        self._requires = frozenset(requires)
         self._missing = set(requires)
         self._announced = False  # our own hello came back: the broker has our publisher
+        self._republished_at = -math.inf
+        self._republish_pending = False
+        self._resync_due = False    # a gap was seen: a hello is scheduled
+        self._resync_at = -math.inf
         self._stopping = False
         self._sleeping = False
         self.status_extra: Callable[[], dict] | None = None
@@ -194,9 +210,13 @@ class Actor:
             except FrameError:
                 self.counters["bad_replies"] += 1
                 continue
-            ok = bool(reply.get("ok"))
-            self._answer(reply.get("rid"), ok,
-                         reply.get("result") if ok else f"{actor}: {reply.get('error', 'failed')}")
+            ok = reply.get("ok") is True
+            error = reply.get("error", "failed")
+            try:
+                self._answer(reply.get("rid"), ok, reply.get("result") if ok else f"{actor}: {error}")
+            except Exception:  # the waiting callback failed on what came back: not fatal
+                self.counters["answer_errors"] += 1
+                log.exception("event=answer_error actor=%s asked=%s", self.name, actor)
 
     def owns(self, topic: bytes, snapshot: Callable[[], dict]) -> None:
         """This actor owns `topic`: republish snapshot() whenever someone says hello."""
@@ -258,10 +278,15 @@ class Actor:
     def _publish_data(self, topic: bytes, items: list) -> None:
         """A data frame: pushed to the topic's consumer, and to the broker for the tap."""
         sent = self.direct.send(topic, self.publish(topic, {"p": items}))
-        if sent is REFUSED:
-            self.counters["direct_drops"] += len(items)
-        elif sent is NO_CONSUMER:
-            self.counters["no_consumer"] += len(items)
+        if sent is not True:
+            if sent is REFUSED:
+                self.counters["direct_drops"] += len(items)
+            elif sent is NO_CONSUMER:
+                self.counters["no_consumer"] += len(items)
+            elif sent is HELD:
+                self.counters["direct_held"] += len(items)
+            elif sent is BAD_ENDPOINT:
+                self.counters["bad_endpoint"] += len(items)
 
     def emit(self, topic: bytes, item: Any) -> None:
         """Queue one data item; all items of a topic leave as one frame per loop pass."""
@@ -280,17 +305,40 @@ class Actor:
             self.counters["items_out"] += len(items)
 
     # ---- resync -------------------------------------------------------------
+    # An owner publishes what it owns (1) when its own hello comes back, after its start
+    # and after every reconnection to the broker (what it published before may be lost);
+    # (2) after anyone else's hello, at most once per REPUBLISH_MIN_S (a hello in between
+    # is answered at the end of the interval, with the state as it is then). A consumer
+    # says hello (1) at start and after each reconnection, every HELLO_RETRY_S until its
+    # own hello is back and every state it requires has arrived again, and (2) when a
+    # frame from the broker shows a gap in its publisher's numbering (at most once per
+    # RESYNC_MIN_S).
     def _on_hello(self, _topic: bytes, body: dict) -> None:
         if body.get("a") == self.name:
             if not self._announced:
-                # What we published before the broker had our publisher may be lost:
-                # publish what we own again now that it surely arrives.
                 self._announced = True
-                for topic, snapshot in self._owned:
-                    self.publish(topic, snapshot())
+                self._republish()
             return
+        if self._owned and not self._republish_pending:
+            wait = self._republished_at + REPUBLISH_MIN_S - time.monotonic()
+            if wait <= 0:
+                self._republish()
+            else:
+                self._republish_pending = True
+                self.call_later(wait, self._republish)
+
+    def _republish(self) -> None:
+        self._republish_pending = False
+        self._republished_at = time.monotonic()
         for topic, snapshot in self._owned:
-            self.publish(topic, snapshot())
+            try:
+                body = snapshot()
+            except Exception:  # one owner's bug must not keep the others' state back
+                self.counters["snapshot_errors"] += 1
+                log.exception("event=snapshot_error actor=%s topic=%s", self.name, topic)
+                continue
+            self.publish(topic, body)
+            self.counters["republished"] += 1
 
     def state_received(self, topic: bytes) -> None:
         self._missing.discard(topic)
@@ -301,8 +349,50 @@ class Actor:
             self._hello_sent_at = time.monotonic()
             self.publish(HELLO, {})
 
+    def _gap_seen(self) -> None:
+        """A frame through the broker after a lost one: ask the owners again (they
+        republish on hello); rate-limited, so a flood of numbered garbage costs little."""
+        if self._resync_due:
+            return
+        self._resync_due = True
+        self.call_later(max(0.0, self._resync_at + RESYNC_MIN_S - time.monotonic()), self._resync)
+
+    def _resync(self) -> None:
+        self._resync_due = False
+        self._resync_at = time.monotonic()
+        self._hello_sent_at = time.monotonic()
+        self.counters["resync_hellos"] += 1
+        self.publish(HELLO, {})
+
+    def _on_bus_event(self, monitor: zmq.Socket) -> None:
+        """Our PUB or SUB (re)connected to the broker, or lost it. A connection after the
+        first is a new broker (or the same one after a hiccup): frames it held, and those
+        we published while it was away, are gone. Say hello until ours comes back (then
+        republish what we own) and until every required state has arrived again."""
+        entry = self._monitors[monitor]
+        for _ in range(DRAIN_LIMIT):
+            try:
+                event = parse_monitor_message(monitor.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                return
+            except Exception:  # not a monitor message: cannot happen on an inproc PAIR
+                self.counters["bad_monitor_events"] += 1
+                continue
+            if event["event"] == zmq.EVENT_DISCONNECTED:
+                self.counters["bus_disconnects"] += 1
+                continue
+            entry[1] += 1
+            if entry[1] > 1:
+                self.counters["bus_reconnects"] += 1
+                log.info("event=bus_reconnected actor=%s", self.name)
+                self._announced = False
+                self._missing |= self._requires
+                self._hello_sent_at = 0.0
+
     # ---- loop ---------------------------------------------------------------
-    def _dispatch(self, parts: list[bytes]) -> None:
+    def _dispatch(self, parts: list[bytes], from_broker: bool = True) -> None:
+        """One frame to its handlers. from_broker: it came through the broker (state and
+        control; data comes to the inbox), so a gap before it is worth a resync."""
         if len(parts) != 2:
             self.counters["bad_frames"] += 1
             return
@@ -316,12 +406,18 @@ class Actor:
         sender, q = body.get("a"), body.get("q")
         if sender is not None and not isinstance(sender, str):
             self.counters["bad_senders"] += 1  # not a name: no gap bookkeeping for it
-        elif isinstance(q, int) and sender is not None:
+        elif type(q) is int and sender is not None:
             key = (sender, topic)
-            last = self._last_seen.get(key)
+            last_seen = self._last_seen
+            last = last_seen.get(key)
+            if last is None and len(last_seen) >= MAX_SENDERS:  # invented senders must not grow us
+                del last_seen[next(iter(last_seen))]
+                self.counters["senders_forgotten"] += 1
             if last is not None and q > last + 1:
                 self.counters["bus_gaps"] += q - last - 1  # frames dropped at a high-water mark
-            self._last_seen[key] = q
+                if from_broker and topic != HELLO:
+                    self._gap_seen()
+            last_seen[key] = q
         if self._missing and topic in self._missing:
             self._missing.discard(topic)
         for prefix, handler in self._handlers:
@@ -350,34 +446,60 @@ class Actor:
         if rid is not None:
             reply["rid"] = rid  # an asking actor matches answers by it
         try:
-            self.ctl.send_multipart([ident, b"", pack(reply)], zmq.NOBLOCK)
+            data = pack(reply)
+        except Exception:  # a result msgpack cannot carry (a command's bug): say so, one line
+            self.counters["request_errors"] += 1
+            log.exception("event=unpackable_reply actor=%s", self.name)
+            data = pack({"ok": False, "error": "internal error: unpackable result",
+                         **({} if rid is None else {"rid": rid})})
+        try:
+            self.ctl.send_multipart([ident, b"", data], zmq.NOBLOCK)
         except zmq.ZMQError:
             self.counters["replies_lost"] += 1  # the asker went away
 
     def _handle_request(self, ident: bytes, raw: bytes) -> tuple[Any, dict | None]:
-        """(request id, reply); reply None: a deferred command answers later."""
+        """(request id, reply); reply None: a deferred command answers later. Whatever
+        a local process sends gets an answer, and each refusal is counted: undecodable or
+        without a command (bad_requests), an unknown command (unknown_commands), arguments
+        the command refuses (requests_refused), a command's failure (request_errors)."""
         try:
             req = unpack(raw)
             cmd = req.pop("cmd")
             rid = req.pop("rid", None)
         except (FrameError, KeyError):
+            self.counters["bad_requests"] += 1
             return None, {"ok": False, "error": "malformed request"}
+        if not (rid is None or type(rid) is int):
+            rid = None  # only an int rid is ours to echo (an asking actor's)
         fn = self._commands.get(cmd) if isinstance(cmd, str) else None
         if fn is None:
-            return rid, {"ok": False, "error": f"{self.name} has no command {cmd!r}"}
+            self.counters["unknown_commands"] += 1
+            return rid, {"ok": False, "error": f"{self.name} has no command {_short(cmd)}"}
+        if not all(isinstance(key, str) for key in req):
+            self.counters["requests_refused"] += 1
+            return rid, {"ok": False, "error": f"{cmd}: argument names must be strings"}
         return rid, self._call(cmd, fn, req, ident, rid)
 
     def _call(self, cmd: str, fn: Callable[..., Any], req: dict, ident: bytes, rid: Any) -> dict | None:
+        reply = None
         try:
             if cmd in self._deferred:
-                fn(Reply(self, ident, rid), **req)
+                reply = Reply(self, ident, rid)
+                fn(reply, **req)
                 return None
             return {"ok": True, "result": fn(**req)}
-        except (ValueError, TypeError, KeyError) as exc:
-            return {"ok": False, "error": str(exc) or exc.__class__.__name__}
+        except (ValueError, TypeError, KeyError, OverflowError) as exc:
+            self.counters["requests_refused"] += 1
+            error = {"ok": False, "error": _one_line(str(exc) or exc.__class__.__name__)}
         except Exception as exc:
+            self.counters["request_errors"] += 1
             log.exception("event=request_error actor=%s cmd=%s", self.name, cmd)
-            return {"ok": False, "error": f"internal error: {exc}"}
+            error = {"ok": False, "error": _one_line(f"internal error: {exc}")}
+        if reply is not None:
+            if reply._actor is None:
+                return None  # it answered before it failed: that answer stands
+            reply._actor = None  # answered here: a later ok()/error() is ignored
+        return error
 
     def _cmd_status(self) -> dict:
         status = {"actor": self.name, "pid": os.getpid(),
@@ -400,13 +522,13 @@ class Actor:
 
     def _drain_sub(self, sub: zmq.Socket) -> None:
         """Take up to DRAIN_LIMIT frames; the first is there (poll said so)."""
-        dispatch = self._dispatch
+        dispatch, from_broker = self._dispatch, sub is self.sub
         for _ in range(DRAIN_LIMIT):
             try:
                 parts = sub.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            dispatch(parts)
+            dispatch(parts, from_broker)
             if not sub.getsockopt(_EVENTS) & _POLLIN:  # cheaper than raising Again
                 return
 
@@ -463,21 +585,34 @@ class Actor:
                     self._serve_request()
                 elif sock in self._asker_socks:
                     self._take_answers(sock)
+                elif sock in self._monitors:
+                    self._on_bus_event(sock)
                 else:
-                    if events & _POLLOUT:
-                        callback = self._writers.get(sock)
-                        if callback is not None:
-                            callback()
-                    if events & ~_POLLOUT:
-                        callback = readers.get(sock)
-                        if callback is not None:
-                            callback()
+                    try:
+                        if events & _POLLOUT:
+                            callback = self._writers.get(sock)
+                            if callback is not None:
+                                callback()
+                        if events & ~_POLLOUT:
+                            callback = readers.get(sock)
+                            if callback is not None:
+                                callback()
+                    except Exception:  # what a socket brought must not take the actor down
+                        self.counters["reader_errors"] += 1
+                        log.exception("event=reader_error actor=%s fd=%s", self.name, sock)
             if self._timers:
                 self._run_timers()
             self.flush()
 
     def close(self) -> None:
         self.direct.close()
+        for monitor, (sock, _count) in self._monitors.items():
+            try:
+                sock.disable_monitor()
+            except zmq.ZMQError:
+                pass
+            monitor.close()
+        self._monitors.clear()
         for sock in (self.pub, self.sub, self.inbox, self.ctl, *self._askers.values()):
             if sock is not None:
                 sock.close()
@@ -487,6 +622,16 @@ class Actor:
                 self.run_dir.ctl_path(self.name).unlink()
             except FileNotFoundError:
                 pass
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[:limit] + "..."
 
 
 class CoreTimer:

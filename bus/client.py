@@ -10,10 +10,11 @@ from typing import Any, Iterator
 import zmq
 
 from .codec import HELLO, FrameError, pack, unpack
-from .direct import REFUSED, DirectOut, bind_inbox
+from .direct import HELD, NO_CONSUMER, DirectOut, bind_inbox
 from .rundir import RunDir, find_run_dir
 
 DEFAULT_TIMEOUT = 3.0
+MAX_SENDERS = 4096  # (publisher, topic) pairs whose sequence numbers are followed
 
 
 class RequestError(RuntimeError):
@@ -82,8 +83,10 @@ class BusClient:
         self.poller = zmq.Poller()
         self.poller.register(self.sub, zmq.POLLIN)
         self.poller.register(self.inbox, zmq.POLLIN)
-        self.direct_drops = 0   # data items not handed over (queue full, or no consumer)
+        self.direct_drops = 0   # data items not handed over (queue full, no consumer, bad route)
         self.no_consumer = 0
+        self.direct_held = 0    # data items queued for a consumer that is down (see bus/direct.py)
+        self.bad_frames = 0     # frames received that are not [topic, msgpack map]: dropped
         self._seq: dict[bytes, int] = {}
         self._last_seen: dict[tuple[str, bytes], int] = {}
         self._subscribed: set[bytes] = set()
@@ -118,9 +121,12 @@ class BusClient:
         """A data frame of `items`: pushed to the topic's consumer (and to the broker for
         the tap). False, and counted in direct_drops, if it could not be handed over."""
         sent = self.direct.send(topic, self.publish(topic, {"p": items}))
+        if sent is HELD:
+            self.direct_held += len(items)  # handed over: its consumer gets it when back
+            return True
         if sent is not True:
             self.direct_drops += len(items)
-            if sent is not REFUSED:
+            if sent is NO_CONSUMER:
                 self.no_consumer += len(items)
         return sent is True
 
@@ -152,15 +158,19 @@ class BusClient:
     def _recv_raw(self, sock: zmq.Socket) -> tuple[bytes, dict | None]:
         parts = sock.recv_multipart()
         if len(parts) != 2:
+            self.bad_frames += 1
             return b"", None
         try:
             body = unpack(parts[1])
         except FrameError:
+            self.bad_frames += 1
             return parts[0], None
         sender, q = body.get("a"), body.get("q")
         if isinstance(q, int) and isinstance(sender, str):
             key = (sender, parts[0])
             last = self._last_seen.get(key)
+            if last is None and len(self._last_seen) >= MAX_SENDERS:  # invented senders: bounded
+                del self._last_seen[next(iter(self._last_seen))]
             if last is not None and q > last + 1:
                 self.gaps += q - last - 1
             self._last_seen[key] = q

@@ -48,7 +48,9 @@ class DiscoveryShell:
         actor.command("hosts", self.rows)
         actor.command("conflicts", self.cmd_conflicts)
         actor.command("resolve", self.cmd_resolve)
-        actor.status_extra = lambda: {"core": dict(self.core.counters)}
+        self.locators_seen = {"joined": [], "leaving": []}  # what state.locators said last
+        actor.status_extra = lambda: {"core": dict(self.core.counters), "locators": self.locators_seen,
+                                      "forwarding_epoch": self.forwarding_epoch}
 
     def _warmed(self) -> None:
         self.warm = True
@@ -98,7 +100,9 @@ class DiscoveryShell:
         self.apply(actions)
 
     def on_locators(self, _topic: bytes, body: dict) -> None:
-        self.apply(self.core.set_locators(body.get("joined", []), body.get("leaving", []), monotonic_ms()))
+        joined, leaving = body.get("joined", []), body.get("leaving", [])
+        self.apply(self.core.set_locators(joined, leaving, monotonic_ms()))
+        self.locators_seen = {"joined": _fmt(joined), "leaving": _fmt(leaving)}
 
     def on_forwarding(self, _topic: bytes, body: dict) -> None:
         epoch = body.get("epoch")
@@ -110,6 +114,10 @@ class DiscoveryShell:
         log.info("event=peer_moved nid=%s locs=%s", format64(body["nid"]),
                  ",".join(format64(x) for x in body["locs"]))
         self.apply(self.core.peer_moved(body["nid"], body["locs"], monotonic_ms()))
+
+
+def _fmt(locs) -> list[str]:
+    return [format64(loc) for loc in sorted(set(locs))]
 
 
 def main(config: NodeConfig, run: RunDir) -> None:

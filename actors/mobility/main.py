@@ -13,6 +13,7 @@ import time
 
 from ..proto import topics
 from bus.actor import CoreTimer, monotonic_ms
+from bus.codec import digest
 from bus.rundir import RunDir, write_atomic
 
 from ..config import NodeConfig
@@ -51,8 +52,10 @@ class MobilityShell:
         actor.owns(topics.STATE_LOCATORS, lambda: self.core.locators().body())
         actor.command("locators", self.cmd_locators)
         actor.command("move", self.cmd_move)
+        self.sessions_seen: list = []  # state.sessions as the router last published it
         actor.status_extra = lambda: {"core": dict(self.core.counters),
-                                      "pending_updates": len(self.core.pending())}
+                                      "pending_updates": len(self.core.pending()),
+                                      "sessions_digest": digest(self.sessions_seen)}
         self.apply(self.core.start(monotonic_ms(), current=self._load_current()))
 
     def apply(self, actions: list) -> None:
@@ -94,6 +97,7 @@ class MobilityShell:
 
     def on_sessions(self, _topic: bytes, body: dict) -> None:
         self.core.set_sessions(body.get("sessions", []))
+        self.sessions_seen = body.get("sessions", [])
 
     def on_hosts(self, _topic: bytes, body: dict) -> None:
         self.core.set_hosts(body.get("hosts", []))
@@ -135,10 +139,6 @@ class MobilityShell:
         write_atomic(self.run.path / STATE_FILE, json.dumps({"cur": list(self.core.cur)}).encode())
 
 
-def _fmt(locs) -> str:
-    return ",".join(format64(x) for x in locs) or "-"
-
-
 def check_locators_file(saved) -> None:
     """locators.json: {"cur": [locator...]}, a set a node can be on."""
     need(isinstance(saved, dict) and "cur" in saved, "not an object with \"cur\"")
@@ -157,6 +157,10 @@ def check_seen_file(saved) -> None:
         need(is_int(seq, 0, SEQ_MOD - 1), f"seq {seq!r:.40} of {nid} is not 32 bits")
         need(isinstance(locs, list) and all(is_int(x, 0, (1 << 64) - 1) for x in locs),
              f"locators of {nid}: not a list of 64-bit locators")
+
+
+def _fmt(locs) -> str:
+    return ",".join(format64(x) for x in locs) or "-"
 
 
 def main(config: NodeConfig, run: RunDir) -> None:

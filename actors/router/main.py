@@ -18,6 +18,7 @@ import logging
 import time
 
 from bus.actor import CoreTimer, monotonic_ms
+from bus.codec import digest
 from bus.rundir import RunDir, pid_alive, write_atomic
 
 from ..config import NodeConfig
@@ -97,6 +98,10 @@ class RouterShell:
         actor.command("ports", lambda: {str(p): o for p, o in self.core.ports.bindings().items()})
         actor.status_extra = lambda: {"core": dict(self.core.counters + self.core.peers.counters
                                                    + self.core.ports.counters),
+                                      "locators": {"joined": _fmt(self.core.table.joined),
+                                                   "leaving": _fmt(self.core.table.leaving)},
+                                      "epoch": self.epoch,
+                                      "sessions_digest": digest(self.core.session_keys()),
                                       "duplicate_digests": len(self.core.duplicates),
                                       "duplicate_evicted": self.core.duplicates.evicted,
                                       "tables": {"routes": len(self.core.table),
@@ -281,6 +286,10 @@ def check_peers_file(saved) -> None:
         for nid, nonce in table.items():
             need(is_int_string(nid, 0, (1 << 64) - 1), f"{key}: {nid!r} is not a NID")
             need(is_hex(nonce, NONCE_LENGTHS), f"{key}: nonce of {nid} is not 4 or 12 bytes of hex")
+
+
+def _fmt(locs) -> list[str]:
+    return [format64(loc) for loc in sorted(locs)]
 
 
 def main(config: NodeConfig, run: RunDir) -> None:
