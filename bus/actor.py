@@ -138,6 +138,7 @@ class Actor:
         self._republish_pending = False
         self._resync_due = False    # a gap was seen: a hello is scheduled
         self._resync_at = -math.inf
+        self._item_error_logged = -math.inf
         self._stopping = False
         self._sleeping = False
         self.status_extra: Callable[[], dict] | None = None
@@ -340,6 +341,29 @@ class Actor:
             self.publish(topic, body)
             self.counters["republished"] += 1
 
+    # ---- what handlers use to drop and count ---------------------------------
+    def items(self, body: dict) -> list:
+        """The items `p` of a data frame; a `p` that is not a list: counted (bad_bodies),
+        no items. A handler then counts each item it cannot use (bad_items) and goes on
+        with the rest of the batch."""
+        items = body.get("p", ())
+        if type(items) is list:
+            return items
+        if items != ():
+            self.counters["bad_bodies"] += 1
+        return []
+
+    def item_error(self, topic: bytes | str) -> None:
+        """A well-formed item a core failed on (a bug, not bad input): counted
+        (item_errors), logged with its traceback at most once a second; the caller goes
+        on with the rest of the batch."""
+        self.counters["item_errors"] += 1
+        now = time.monotonic()
+        if now - self._item_error_logged >= 1.0:
+            self._item_error_logged = now
+            log.exception("event=item_error actor=%s topic=%s total=%d", self.name, topic,
+                          self.counters["item_errors"])
+
     def state_received(self, topic: bytes) -> None:
         self._missing.discard(topic)
 
@@ -420,13 +444,17 @@ class Actor:
             last_seen[key] = q
         if self._missing and topic in self._missing:
             self._missing.discard(topic)
+        handled = False
         for prefix, handler in self._handlers:
             if topic.startswith(prefix):
+                handled = True
                 try:
                     handler(topic, body)
                 except Exception:  # one bad frame must not take the actor down
                     self.counters["handler_errors"] += 1
                     log.exception("event=handler_error actor=%s topic=%s", self.name, topic)
+        if not handled:
+            self.counters["unhandled"] += 1  # pushed to our inbox on a topic we do not take
 
     def _serve_request(self) -> int:
         served = 0

@@ -165,6 +165,9 @@ class BusClient:
         except FrameError:
             self.bad_frames += 1
             return parts[0], None
+        if "p" in body and type(body["p"]) is not list:
+            self.bad_frames += 1  # a data frame's batch is a list: this is not a frame of ours
+            return parts[0], None
         sender, q = body.get("a"), body.get("q")
         if isinstance(q, int) and isinstance(sender, str):
             key = (sender, parts[0])

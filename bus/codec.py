@@ -35,3 +35,20 @@ def digest(value) -> str:
     """A short fingerprint of a msgpack-able value: two copies of a state (an owner's and
     a consumer's) compare equal by it without either being shown whole."""
     return format(zlib.crc32(msgpack.packb(value, use_bin_type=True)), "08x")
+
+
+U64_MAX = (1 << 64) - 1
+
+
+def is_u64(value) -> bool:
+    """An unsigned 64-bit int (not a bool): what a locator or a NID is in a body."""
+    return type(value) is int and 0 <= value <= U64_MAX
+
+
+def u64_list(value) -> list[int]:
+    """`value` if it is a list of unsigned 64-bit ints (a locator set, ...); FrameError if not.
+    Whoever takes a state body checks it whole first: a bad one is dropped, never half applied."""
+    if type(value) is not list or not all(type(v) is int and 0 <= v <= U64_MAX for v in value):
+        raise FrameError(f"not a list of 64-bit unsigned ints: {value!r:.60}")
+    return value
+

@@ -17,6 +17,7 @@ import logging
 import random
 
 from bus.actor import CoreTimer, monotonic_ms
+from bus.codec import FrameError, is_u64, u64_list
 from bus.rundir import RunDir
 
 from ..config import NodeConfig
@@ -70,6 +71,8 @@ class DiscoveryShell:
                 for c in self.core.conflicts(monotonic_ms())]
 
     def cmd_resolve(self, name: str) -> list:
+        if not isinstance(name, str):
+            raise ValueError(f"resolve: name {name!r:.40} is not a string")
         return [[format64(loc), format64(nid)] for loc, nid in self.core.resolve(name, monotonic_ms())]
 
     def apply(self, actions: list) -> None:
@@ -87,33 +90,53 @@ class DiscoveryShell:
         now = monotonic_ms()
         actions = []
         conflicts = self.core.counters["name_conflicts"]
-        for item in body.get("p", ()):
+        for item in self.actor.items(body):
             try:
                 rx = RxItem(*item)
+                if not (is_u64(rx.src_loc) and is_u64(rx.src_nid) and is_u64(rx.arrival_loc)
+                        and type(rx.payload) is bytes):
+                    raise TypeError
             except TypeError:
-                self.actor.counters["bad_rx_items"] += 1
+                self.actor.counters["bad_items"] += 1  # this item only: the rest of the batch goes on
                 continue
-            actions.extend(self.core.receive(rx.src_loc, rx.src_nid, rx.arrival_loc, rx.payload, now))
+            try:
+                actions.extend(self.core.receive(rx.src_loc, rx.src_nid, rx.arrival_loc, rx.payload, now))
+            except Exception:
+                self.actor.item_error(_topic)
         if self.core.counters["name_conflicts"] != conflicts:
             ratelog.warning("name_conflict", "event=name_conflict total=%d (ilnp-hosts shows them)",
                             self.core.counters["name_conflicts"])
         self.apply(actions)
 
     def on_locators(self, _topic: bytes, body: dict) -> None:
-        joined, leaving = body.get("joined", []), body.get("leaving", [])
+        try:
+            joined, leaving = u64_list(body.get("joined")), u64_list(body.get("leaving"))
+        except FrameError:
+            self.actor.counters["bad_bodies"] += 1  # not the owner's state: dropped whole
+            return
         self.apply(self.core.set_locators(joined, leaving, monotonic_ms()))
         self.locators_seen = {"joined": _fmt(joined), "leaving": _fmt(leaving)}
 
     def on_forwarding(self, _topic: bytes, body: dict) -> None:
         epoch = body.get("epoch")
+        if type(epoch) is not int:
+            self.actor.counters["bad_bodies"] += 1
+            return
         if self.forwarding_epoch is not None and epoch != self.forwarding_epoch:
             self.apply(self.core.solicit_now(monotonic_ms()))  # the router restarted: empty table
         self.forwarding_epoch = epoch
 
     def on_peer_moved(self, _topic: bytes, body: dict) -> None:
-        log.info("event=peer_moved nid=%s locs=%s", format64(body["nid"]),
-                 ",".join(format64(x) for x in body["locs"]))
-        self.apply(self.core.peer_moved(body["nid"], body["locs"], monotonic_ms()))
+        nid = body.get("nid")
+        try:
+            locs = u64_list(body.get("locs"))
+            if not is_u64(nid):
+                raise FrameError("nid")
+        except FrameError:
+            self.actor.counters["bad_bodies"] += 1
+            return
+        log.info("event=peer_moved nid=%s locs=%s", format64(nid), ",".join(format64(x) for x in locs))
+        self.apply(self.core.peer_moved(nid, locs, monotonic_ms()))
 
 
 def _fmt(locs) -> list[str]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 
+from bus.codec import is_u64
 from bus.rundir import RunDir
 
 from ..config import NodeConfig
@@ -31,9 +32,15 @@ class EchoShell:
             log.warning("event=bind_refused port=%d reason=%r", event.port, event.reason)
 
     def on_rx(self, _topic: bytes, body: dict) -> None:
-        for item in body.get("p", ()):
+        for item in self.actor.items(body):
             try:
-                src_loc, src_nid, _dst_loc, _dst_nid, _arrival, payload, _opts = item  # frames.RxItem
+                src_loc, src_nid, _dst_loc, _dst_nid, arrival, payload, _opts = item  # frames.RxItem
+                if not (is_u64(src_loc) and is_u64(src_nid) and is_u64(arrival) and type(payload) is bytes):
+                    raise TypeError
+            except (TypeError, ValueError):
+                self.actor.counters["bad_items"] += 1  # this item only: the rest of the batch goes on
+                continue
+            try:
                 src_port, dst_port, data = decode(payload)
             except (StpError, TypeError, ValueError):
                 self.actor.counters["malformed"] += 1

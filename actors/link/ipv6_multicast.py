@@ -13,8 +13,11 @@ from ..proto.addr import format64
 from .underlay import Underlay
 
 IPV6_MULTICAST_ALL = getattr(socket, "IPV6_MULTICAST_ALL", 29)  # Linux; not in every Python
+SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40)  # Linux: the socket's drop count with each datagram
 _PKTINFO = struct.Struct("16sI")
+_DROPS = struct.Struct("=I")
 BUFFER = 16 * 1024 * 1024
+_IPV6_PKTINFO, _IPPROTO_IPV6, _SOL_SOCKET = socket.IPV6_PKTINFO, socket.IPPROTO_IPV6, socket.SOL_SOCKET
 
 
 def multicast_group(loc: int, tag: int) -> str:
@@ -72,6 +75,12 @@ class Ipv6MulticastUnderlay(Underlay):
         set_buffer(sock, socket.SO_RCVBUF, getattr(socket, "SO_RCVBUFFORCE", 33))
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
         sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
+        try:
+            # what the kernel drops for want of buffer space is counted (rx_kernel_drops):
+            # each datagram then carries the socket's drop count so far
+            sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
+        except OSError:
+            pass
         sock.bind(("::", port))
         sock.setblocking(False)
         self.sock = sock
@@ -86,7 +95,7 @@ class Ipv6MulticastUnderlay(Underlay):
         self.tx = tx
         self.tx_port = tx.getsockname()[1]
         self.own_addresses = interface_addresses(interface)
-        self.ancbufsize = socket.CMSG_SPACE(_PKTINFO.size)
+        self.ancbufsize = socket.CMSG_SPACE(_PKTINFO.size) + socket.CMSG_SPACE(_DROPS.size)
         self._dest: dict[int, tuple] = {}  # locator -> destination address tuple
         self._group_to_loc: dict[bytes, int] = {}
 
@@ -131,22 +140,27 @@ class Ipv6MulticastUnderlay(Underlay):
         recvmsg, ancbufsize, counters = self.sock.recvmsg, self.ancbufsize, self.counters
         tx_port, own, group_to_loc = self.tx_port, self.own_addresses, self._group_to_loc
         out = []
+        drops = None
         for _ in range(limit):
             try:
                 data, anc, _flags, addr = recvmsg(65535, ancbufsize)
             except BlockingIOError:
                 break
+            loc = None
+            for level, kind, cdata in anc:
+                if kind == _IPV6_PKTINFO and level == _IPPROTO_IPV6:
+                    loc = group_to_loc.get(cdata[:16])
+                elif kind == SO_RXQ_OVFL and level == _SOL_SOCKET and len(cdata) >= _DROPS.size:
+                    drops = cdata  # the kernel's count so far: the last one says it all
             if addr[1] == tx_port and addr[0].split("%")[0] in own:
                 counters["rx_own"] += 1  # multicast loopback of what we sent: never costs a bus hop
                 continue
-            loc = None
-            for level, kind, cdata in anc:
-                if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO:
-                    loc = group_to_loc.get(cdata[:16])
             if loc is None:
                 counters["rx_unknown_group"] += 1
                 continue
             out.append((loc, data))
+        if drops is not None:
+            counters["rx_kernel_drops"] = _DROPS.unpack_from(drops)[0]
         return out
 
     def send(self, loc: int, datagram: bytes) -> bool:

@@ -10,6 +10,7 @@ import logging
 import sys
 
 from bus.actor import DRAIN_LIMIT
+from bus.codec import FrameError, is_u64, u64_list
 from bus.rundir import RunDir
 
 from ..config import ConfigError, NodeConfig
@@ -44,7 +45,13 @@ class LinkShell:
         return [format64(loc) for loc in sorted(self.underlay.joined)]
 
     def on_locators(self, _topic: bytes, body: dict) -> None:
-        wanted, joined = set(body.get("joined", ())), self.underlay.joined
+        try:
+            wanted = set(u64_list(body.get("joined")))
+            u64_list(body.get("leaving"))
+        except FrameError:
+            self.counters["bad_bodies"] += 1  # not the owner's state: dropped whole
+            return
+        joined = self.underlay.joined
         for loc in wanted - joined:
             try:
                 self.underlay.join(loc)
@@ -58,7 +65,14 @@ class LinkShell:
 
     def on_tx(self, _topic: bytes, body: dict) -> None:
         mtu, send, counters = self.mtu, self.underlay.send, self.counters
-        for loc, datagram in body.get("p", ()):  # frames.LinkItem
+        for item in self.actor.items(body):
+            try:
+                loc, datagram = item  # frames.LinkItem
+                if type(datagram) is not bytes or not is_u64(loc):
+                    raise TypeError
+            except (TypeError, ValueError):
+                counters["bad_items"] += 1  # this item only: the rest of the batch goes on
+                continue
             if len(datagram) > mtu:
                 counters["tx_oversize"] += 1
                 self.ratelog.warning("oversize", "event=tx_oversize size=%d mtu=%d total=%d",

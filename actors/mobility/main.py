@@ -13,7 +13,7 @@ import time
 
 from ..proto import topics
 from bus.actor import CoreTimer, monotonic_ms
-from bus.codec import digest
+from bus.codec import FrameError, digest, is_u64, u64_list
 from bus.rundir import RunDir, write_atomic
 
 from ..config import NodeConfig
@@ -96,22 +96,36 @@ class MobilityShell:
             log.error("event=update_seqs_unwritable error=%r", exc.strerror)
 
     def on_sessions(self, _topic: bytes, body: dict) -> None:
-        self.core.set_sessions(body.get("sessions", []))
-        self.sessions_seen = body.get("sessions", [])
+        sessions = body.get("sessions")
+        if type(sessions) is not list:
+            self.actor.counters["bad_bodies"] += 1
+            return
+        self.core.set_sessions(sessions)  # counts the entries it cannot use (bad_session_entry)
+        self.sessions_seen = sessions
 
     def on_hosts(self, _topic: bytes, body: dict) -> None:
-        self.core.set_hosts(body.get("hosts", []))
+        hosts = body.get("hosts")
+        if type(hosts) is not list:
+            self.actor.counters["bad_bodies"] += 1
+            return
+        self.core.set_hosts(hosts)  # counts the rows it cannot use (bad_host_entry)
 
     def on_rx(self, _topic: bytes, body: dict) -> None:
         now = monotonic_ms()
         actions = []
-        for item in body.get("p", ()):
+        for item in self.actor.items(body):
             try:
                 rx = RxItem(*item)
+                if not (is_u64(rx.src_loc) and is_u64(rx.src_nid) and is_u64(rx.arrival_loc)
+                        and type(rx.payload) is bytes and (rx.opts is None or type(rx.opts) is dict)):
+                    raise TypeError
             except TypeError:
-                self.actor.counters["bad_rx_items"] += 1
+                self.actor.counters["bad_items"] += 1  # this item only: the rest of the batch goes on
                 continue
-            actions.extend(self.core.receive(rx.src_loc, rx.src_nid, rx.arrival_loc, rx.payload, rx.opts, now))
+            try:
+                actions.extend(self.core.receive(rx.src_loc, rx.src_nid, rx.arrival_loc, rx.payload, rx.opts, now))
+            except Exception:
+                self.actor.item_error(_topic)
         self.apply(actions)
 
     def cmd_locators(self) -> dict:
@@ -122,9 +136,9 @@ class MobilityShell:
     def cmd_move(self, locs) -> dict:
         """locs: "0:0:0:b" / "0:0:0:b,0:0:0:c" or a list of ints."""
         try:
-            new = parse_locator_set(locs) if isinstance(locs, str) else list(locs)
-        except AddressError as exc:
-            raise ValueError(str(exc)) from None
+            new = parse_locator_set(locs) if isinstance(locs, str) else u64_list(locs)
+        except (AddressError, FrameError) as exc:
+            raise ValueError(f"move: {exc}") from None
         self.apply(self.core.move(new, monotonic_ms()))
         return self.cmd_locators()
 

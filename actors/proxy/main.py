@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 
 from bus.actor import DRAIN_LIMIT, Reply
+from bus.codec import is_u64
 from bus.rundir import RunDir
 
 from ..config import NodeConfig
@@ -47,7 +48,7 @@ class ProxyShell:
         self._view = memoryview(self._buf)
         self._waiting: dict[int, list[tuple[Reply, Mapping]]] = {}  # `map` replies awaiting the router
         self.ratelog = RateLimitedLog(log)
-        actor.subscribe(topics.STATE_HOSTS, lambda _t, body: self.core.load_hosts(body.get("hosts")))
+        actor.subscribe(topics.STATE_HOSTS, self.on_hosts)
         actor.add_reader(self.sock, self.on_readable)
         actor.command("map", self.cmd_map, deferred=True)
         actor.command("unmap", self.cmd_unmap)
@@ -80,15 +81,25 @@ class ProxyShell:
                     apply((action,))
         return DRAIN_LIMIT
 
+    def on_hosts(self, _topic: bytes, body: dict) -> None:
+        rows = body.get("hosts")
+        if not _host_rows(rows):
+            self.counters["bad_bodies"] += 1
+            return
+        self.core.load_hosts(rows)
+
     def on_stp(self, _topic: bytes, body: dict) -> None:
         from_overlay, apply = self.core.from_overlay, self.apply
-        for item in body.get("p", ()):
-            try:
-                src_nid, segment = item[1], item[5]  # frames.RxItem.src_nid, .payload
-            except (IndexError, TypeError):
-                self.counters["bad_rx_items"] += 1
+        for item in self.actor.items(body):
+            if not (type(item) is list and len(item) == 7 and is_u64(item[1]) and type(item[5]) is bytes):
+                self.counters["bad_items"] += 1  # this item only: the rest of the batch goes on
                 continue
-            apply(from_overlay(src_nid, segment))
+            try:
+                actions = from_overlay(item[1], item[5])  # frames.RxItem.src_nid, .payload
+            except Exception:
+                self.actor.item_error(_topic)
+                continue
+            apply(actions)
 
     def apply(self, actions: list) -> None:
         for action in actions:
@@ -190,6 +201,14 @@ class ProxyShell:
             self.actor.run()
         finally:
             self.sock.close()
+
+
+def _host_rows(rows) -> bool:
+    """Whether `rows` are state.hosts rows, [[hostname, nid, [loc, ...], ...], ...]: the
+    whole table from discovery, so one bad row means it is not discovery's (dropped whole)."""
+    return type(rows) is list and all(
+        type(row) is list and len(row) >= 3 and type(row[0]) is str and is_u64(row[1])
+        and type(row[2]) is list and all(is_u64(loc) for loc in row[2]) for row in rows)
 
 
 def main(config: NodeConfig, run: RunDir) -> None:

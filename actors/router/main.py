@@ -18,7 +18,7 @@ import logging
 import time
 
 from bus.actor import CoreTimer, monotonic_ms
-from bus.codec import digest
+from bus.codec import FrameError, digest, is_u64, u64_list
 from bus.rundir import RunDir, pid_alive, write_atomic
 
 from ..config import NodeConfig
@@ -31,7 +31,7 @@ from ..ratelog import RateLimitedLog
 from ..registry import open_actor
 from ..statefile import StateFile, is_hex, is_int, is_int_string, need
 from .core import Deliver, Refused, RouterCore, SessionsChanged
-from .ports import BindError
+from .ports import BindError, check_inbox, check_owner
 
 log = logging.getLogger("router")
 PORTS_FILE = "stp-ports.json"
@@ -112,9 +112,20 @@ class RouterShell:
     # ---- data path ----------------------------------------------------------
     def on_link_rx(self, _topic: bytes, body: dict) -> None:
         now = monotonic_ms()
-        receive, apply = self.core.receive, self.apply
-        for arrival, datagram in body.get("p", ()):  # frames.LinkItem
-            actions = receive(arrival, datagram, now)
+        receive, apply, counters = self.core.receive, self.apply, self.actor.counters
+        for item in self.actor.items(body):
+            try:
+                arrival, datagram = item  # frames.LinkItem
+                if type(datagram) is not bytes or not is_u64(arrival):
+                    raise TypeError
+            except (TypeError, ValueError):
+                counters["bad_items"] += 1  # this item only: the rest of the batch goes on
+                continue
+            try:
+                actions = receive(arrival, datagram, now)
+            except Exception:
+                self.actor.item_error(_topic)
+                continue
             if actions:
                 apply(actions)
         self.timer.arm()
@@ -122,14 +133,22 @@ class RouterShell:
 
     def on_tx(self, _topic: bytes, body: dict) -> None:
         now = monotonic_ms()
-        send, apply = self.core.send, self.apply
-        for item in body.get("p", ()):
+        send, apply, counters = self.core.send, self.apply, self.actor.counters
+        for item in self.actor.items(body):
             try:
                 dst_nid, dst_locs, nh, payload, via, opts = item  # frames.TxItem
+                if not (is_u64(dst_nid) and type(nh) is int and type(payload) is bytes
+                        and (via is None or is_u64(via)) and (opts is None or type(opts) is dict)):
+                    raise TypeError
+                u64_list(dst_locs)
             except (TypeError, ValueError):
-                self.actor.counters["bad_tx_items"] += 1
+                counters["bad_items"] += 1
                 continue
-            actions = send(dst_nid, dst_locs, nh, payload, via, opts, now)
+            try:
+                actions = send(dst_nid, dst_locs, nh, payload, via, opts, now)
+            except Exception:
+                self.actor.item_error(_topic)
+                continue
             if actions:
                 apply(actions)
         self.timer.arm()
@@ -169,13 +188,26 @@ class RouterShell:
 
     # ---- state -------------------------------------------------------------
     def on_locators(self, _topic: bytes, body: dict) -> None:
-        self.apply(self.core.set_locators(body.get("joined", []), body.get("leaving", []), monotonic_ms()))
+        try:
+            joined, leaving = u64_list(body.get("joined")), u64_list(body.get("leaving"))
+        except FrameError:
+            self.actor.counters["bad_bodies"] += 1  # not the owner's state: dropped whole
+            return
+        self.apply(self.core.set_locators(joined, leaving, monotonic_ms()))
 
     def on_peer_moved(self, _topic: bytes, body: dict) -> None:
         via = body.get("via")
-        if isinstance(via, int):
-            self.core.route_hint(body.get("locs", ()), via, monotonic_ms())
-            self.timer.arm()
+        if via is None:
+            return  # an update that came on no interface of ours: no hint
+        try:
+            locs = u64_list(body.get("locs"))
+            if not is_u64(via):
+                raise FrameError("via")
+        except FrameError:
+            self.actor.counters["bad_bodies"] += 1
+            return
+        self.core.route_hint(locs, via, monotonic_ms())
+        self.timer.arm()
 
     def ports_body(self) -> dict:
         return {"ports": self.core.ports.bindings()}
@@ -197,7 +229,9 @@ class RouterShell:
 
     def _bind(self, port, pid, inbox) -> int:
         try:
-            bound = self.core.ports.bind(port, int(pid))
+            pid = check_owner(pid)
+            inbox = check_inbox(inbox, self.run.is_inbox)
+            bound = self.core.ports.bind(port, pid)
         except BindError as exc:
             raise ValueError(str(exc)) from None
         if inbox:
@@ -207,7 +241,9 @@ class RouterShell:
 
     def cmd_unbind(self, port: int, pid: int | None = None) -> bool:
         """Release an STP port (only if process `pid` holds it, when given)."""
-        released = self.core.ports.unbind(port, None if pid is None else int(pid))
+        if type(port) is not int or not 0 <= port <= 65535 or not (pid is None or type(pid) is int):
+            raise ValueError(f"unbind: port {port!r:.40} is not 0-65535 or pid {pid!r:.40} not an integer")
+        released = self.core.ports.unbind(port, pid)
         if released:
             if self.inboxes.pop(port, None):
                 self.actor.direct.unroute(topics.stp_rx(port))

@@ -19,8 +19,33 @@ from ..proto.numbers import EPHEMERAL_FIRST, EPHEMERAL_LAST
 MAX_BINDINGS = 4096  # local processes only; each costs a line in stp-ports.json and state.ports
 
 
+MAX_PID = 1 << 22    # Linux's PID_MAX_LIMIT: an owner is a process id
+IPC_PATH_MAX = 107   # sun_path holds 108 bytes with its NUL
+
+
 class BindError(ValueError):
-    """A port that cannot be bound (in use by a live owner, out of range, none free)."""
+    """A port that cannot be bound (in use by a live owner, out of range, none free, a bad
+    owner or inbox)."""
+
+
+def check_owner(pid: Any) -> int:
+    """A binder's process id; BindError for anything else (a string, a bool, a number past
+    any pid: os.kill would raise on it later, at every bind of that port)."""
+    if type(pid) is not int or not 0 < pid <= MAX_PID:
+        raise BindError(f"pid {pid!r:.40} is not a process id")
+    return pid
+
+
+def check_inbox(inbox: Any, is_inbox: Callable[[str], bool]) -> str | None:
+    """None (no inbox) or an inbox endpoint of this node (is_inbox says which); BindError
+    for anything else. Checked before it is saved: a route to a bad endpoint failed at
+    the first datagram for the port, and again after every restart."""
+    if inbox is None:
+        return None
+    if (not isinstance(inbox, str) or not is_inbox(inbox)
+            or len(inbox.encode()) - len("ipc://") > IPC_PATH_MAX):
+        raise BindError(f"inbox {inbox!r:.80} is not an inbox of this node")
+    return inbox
 
 
 class PortRegistry:

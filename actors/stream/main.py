@@ -15,6 +15,7 @@ import logging
 import socket
 
 from bus.actor import CoreTimer, Reply, monotonic_ms
+from bus.codec import is_u64
 from bus.rundir import RunDir
 
 from ..config import NodeConfig
@@ -57,7 +58,7 @@ class StreamShell:
         self.listeners: dict[int, socket.socket] = {}  # local port -> listening socket
         self._cids = iter(range(1, 1 << 40))
         self.table = ForwardTable(StateFile(run.path / FORWARDS_FILE, log, "forwards", check_saved, actor.counters))
-        actor.subscribe(topics.STATE_HOSTS, lambda _t, body: self.core.hosts.load(body.get("hosts")))
+        actor.subscribe(topics.STATE_HOSTS, self.on_hosts)
         actor.command("serve", self.cmd_serve, deferred=True)
         actor.command("listen", self.cmd_listen)
         actor.command("forwards", self.cmd_forwards)
@@ -151,16 +152,34 @@ class StreamShell:
             log.warning("event=bind_refused port=%d reason=%r", event.port, event.reason)
 
     # ---- the overlay side ----------------------------------------------------------
+    def on_hosts(self, _topic: bytes, body: dict) -> None:
+        rows = body.get("hosts")
+        if not _host_rows(rows):
+            self.actor.counters["bad_bodies"] += 1
+            return
+        self.core.hosts.load(rows)
+
     def on_stp(self, _topic: bytes, body: dict) -> None:
         now = monotonic_ms()
-        for item in body.get("p", ()):
+        for item in self.actor.items(body):
             try:
                 rx = RxItem(*item)
-                src_port, dst_port, data = stp.decode(rx.payload)
-            except (TypeError, ValueError):
-                self.actor.counters["bad_rx_items"] += 1
+                if not (is_u64(rx.src_nid) and is_u64(rx.src_loc) and type(rx.payload) is bytes):
+                    raise TypeError
+            except TypeError:
+                self.actor.counters["bad_items"] += 1  # this item only: the rest of the batch goes on
                 continue
-            self.apply(self.core.stp_received(rx.src_nid, rx.src_loc, src_port, dst_port, data, now))
+            try:
+                src_port, dst_port, data = stp.decode(rx.payload)
+            except ValueError:
+                self.actor.counters["malformed"] += 1
+                continue
+            try:
+                actions = self.core.stp_received(rx.src_nid, rx.src_loc, src_port, dst_port, data, now)
+            except Exception:
+                self.actor.item_error(_topic)
+                continue
+            self.apply(actions)
 
     # ---- local sockets ----------------------------------------------------------------
     def _unix_listener(self, path) -> socket.socket:
@@ -330,6 +349,14 @@ class StreamShell:
             for conn in list(self.conns.values()):
                 conn.close()
             self.connect_sock.close()
+
+
+def _host_rows(rows) -> bool:
+    """Whether `rows` are state.hosts rows, [[hostname, nid, [loc, ...], ...], ...]: the
+    whole table from discovery, so one bad row means it is not discovery's (dropped whole)."""
+    return type(rows) is list and all(
+        type(row) is list and len(row) >= 3 and type(row[0]) is str and is_u64(row[1])
+        and type(row[2]) is list and all(is_u64(loc) for loc in row[2]) for row in rows)
 
 
 def main(config: NodeConfig, run: RunDir) -> None:

@@ -8,6 +8,7 @@ import click
 
 from tools.common import run_cli
 
+from .bus import bus_garbage
 from .flood import solicit
 from .forge import capture_updates, forge_update, replay
 from .invent import advert, invent
@@ -38,7 +39,7 @@ def cli(ctx, interface, port, tag):
     ctx.obj = Context(interface, port, tag)
 
 
-for command in (forge_update, capture_updates, replay, solicit, invent, advert):
+for command in (forge_update, capture_updates, replay, solicit, invent, advert, bus_garbage):
     cli.add_command(command)
 
 
