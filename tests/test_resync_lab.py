@@ -199,6 +199,13 @@ def move_now(run: RunDir) -> None:
         sock.close()
 
 
+def signal_program(pid: int, sig: int) -> None:
+    """Signal one program by the PID supervisord gave. Never pid 0: os.kill(0, SIGSTOP)
+    stops this whole process group, pytest included (seen: a CI run hung for an hour)."""
+    assert pid > 0, f"no PID to signal ({pid})"
+    os.kill(pid, sig)
+
+
 def in_handoff(run) -> bool:
     try:
         return bool(request(run, "mobility", "locators", timeout=0.5)["leaving"])
@@ -246,7 +253,7 @@ def test_every_consumer_ends_with_its_owners_state_through_random_kills(make_lab
                 # it dies with frames inside: frozen, mobility moves, then the kill
                 info = wait_for(lambda: programs(sup)["broker"]["statename"] == "RUNNING"
                                 and programs(sup)["broker"], 20, "the broker RUNNING")
-                os.kill(info["pid"], signal.SIGSTOP)
+                signal_program(info["pid"], signal.SIGSTOP)
                 move_now(run)
                 kills.append((time.monotonic(), "move", "into a frozen broker"))
                 time.sleep(0.2)
@@ -276,10 +283,10 @@ def test_every_consumer_ends_with_its_owners_state_through_random_kills(make_lab
         wait_for(lambda: all(p["statename"] == "RUNNING" and uptime(p["pid"]) >= UP_S + 0.5
                              for p in programs(sup).values()), 20, "every program of alice settled")
         broker = programs(sup)["broker"]
-        os.kill(broker["pid"], signal.SIGSTOP)
+        signal_program(broker["pid"], signal.SIGSTOP)
         move_now(run)
         time.sleep(0.2)
-        os.kill(broker["pid"], signal.SIGKILL)
+        signal_program(broker["pid"], signal.SIGKILL)
         kills.append((time.monotonic(), "broker", "frozen, last"))
         last_kill = time.monotonic()
         wait_for(lambda: all(p["statename"] == "RUNNING" for p in programs(sup).values()), 20,
