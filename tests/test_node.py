@@ -39,7 +39,7 @@ def pair(tmp_path_factory):
 def test_every_program_of_each_node_runs(pair):
     for node in ("alice", "bob"):
         states = wait_for(lambda: all_running(pair, node), 10, f"{node} all RUNNING")
-        assert set(states) == {"broker", *ACTORS}  # every program the registry names
+        assert set(states) == {"broker", *ACTORS, "supervision"}  # every program the registry names, and the listener
         assert all(pid > 0 for _, pid in states.values())
 
 
