@@ -140,13 +140,19 @@ class StpSocket:
         frame = self.bus.recv(timeout)
         while frame is not None:
             topic, body = frame
-            if topic == topics.STATE_HOSTS:
+            if not isinstance(body, dict):  # any local process can publish: drop, count
+                self.dropped_malformed += 1
+            elif topic == topics.STATE_HOSTS:
                 self.hosts.load(body.get("hosts"))
             elif topic == topics.STATE_PORTS:
                 if isinstance(body.get("ports"), dict):  # the router restarted and forgot us?
                     self._bind(self.binder.on_router_ports(body["ports"], _now_ms()))
             else:
-                for item in body.get("p", ()):
+                items = body.get("p", ())
+                if not isinstance(items, (list, tuple)):
+                    self.dropped_malformed += 1
+                    items = ()
+                for item in items:
                     try:
                         rx = RxItem(*item)
                         src_port, _dst, data = decode(rx.payload)
