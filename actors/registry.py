@@ -27,6 +27,8 @@ class ActorSpec:
 
 ACTORS: tuple[ActorSpec, ...] = (
     ActorSpec("broker", "actors.broker.main", priority=10, serves_requests=False),
+    # keeps the link's underlay socket across the link's restarts (bus/fdstore.py): before the link
+    ActorSpec("fdstore", "actors.fdstore.main", priority=15, serves_requests=False),
     ActorSpec("link", "actors.link.main", ("underlay", "link"), (topics.LINK_TX,), priority=20),
     ActorSpec("router", "actors.router.main", ("router",), (topics.LINK_RX, topics.ILNP_TX), priority=20),
     ActorSpec("discovery", "actors.discovery.main", ("discovery",), (topics.ILNP_RX_DISCOVERY,), priority=30),

@@ -1,4 +1,4 @@
-"""A node's run directory: bus endpoints, request sockets, node.json, and finding a node."""
+"""A node's run directory: bus endpoints, request sockets, the fd store, node.json, and finding a node."""
 from __future__ import annotations
 
 import json
@@ -66,6 +66,11 @@ class RunDir:
     def topic_inbox(self, topic: bytes) -> str:
         """Where the one consumer of a data topic receives it (it binds this endpoint)."""
         return f"ipc://{self.topic_inbox_path(topic)}"
+
+    @property
+    def fdstore(self) -> Path:
+        """The fd store's socket (bus/fdstore.py): descriptors kept across restarts."""
+        return self.path / "fdstore.sock"
 
     @property
     def node_json(self) -> Path:

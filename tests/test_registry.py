@@ -36,6 +36,13 @@ def test_the_broker_starts_before_every_actor():
     assert all(entry.priority > broker.priority for entry in registry.ACTORS if entry is not broker)
 
 
+def test_the_fd_store_starts_before_the_link_and_after_the_broker():
+    """The link takes its underlay socket back from the store at start (bus/fdstore.py)."""
+    fdstore, link = registry.spec("fdstore"), registry.spec("link")
+    assert registry.spec("broker").priority < fdstore.priority < link.priority
+    assert not fdstore.serves_requests and not fdstore.consumes and not fdstore.config_sections
+
+
 def test_every_config_section_is_read_by_a_registered_actor_and_back():
     schema_sections = {key.split(".")[0] for key in config._SPEC if "." in key}
     assert schema_sections == registry.config_sections()

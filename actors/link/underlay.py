@@ -9,9 +9,10 @@ how it works. To add one: subclass Underlay and list it in kinds.py under its
 """
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections import Counter
-from typing import ClassVar
+from typing import Any, ClassVar, Iterable
 
 
 class Underlay(ABC):
@@ -60,3 +61,27 @@ class Underlay(ABC):
     @abstractmethod
     def close(self) -> None:
         ...
+
+    # Handing over to the next link (the fd store, bus/fdstore.py). An underlay whose
+    # reception dies with its descriptors (a multicast socket takes its memberships and
+    # its receive buffer with it) lists them here; the link keeps them in the node's fd
+    # store, and after a restart its successor adopts them and reads what the kernel
+    # buffered meanwhile. The default: nothing to hand over.
+
+    def handover_fds(self) -> list[int]:
+        """The descriptors to keep across a restart of the link ([]: none)."""
+        return []
+
+    def handover_meta(self, joined: Iterable[int]) -> dict[str, Any]:
+        """What a successor needs besides the descriptors: how they were opened and the
+        locators `joined` (the link may list more than are joined now, never fewer)."""
+        return {"kind": self.kind, "joined": sorted(joined)}
+
+    @classmethod
+    def adopt(cls, config, fds: list[int], meta: Any) -> "Underlay | None":
+        """An underlay on descriptors a predecessor handed over, with the locators of
+        `meta` joined (joined already is fine), if they fit `config`; None if not (the
+        caller then opens a fresh one). Owns `fds`: closes them when it returns None."""
+        for fd in fds:
+            os.close(fd)
+        return None
