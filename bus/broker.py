@@ -36,13 +36,14 @@ def serve(run: RunDir, info: dict) -> None:
     xpub.bind(run.bus_out)
     os.chmod(run.sock("bus-in.sock"), 0o600)
     os.chmod(run.sock("bus-out.sock"), 0o600)
-    run.write_node_info({**info, "pid": os.getpid(), "netns": current_netns()})
-    log.info("event=broker_up run_dir=%s", run.path)
 
     def stop(_signum, _frame):
         raise SystemExit(0)
 
+    # before node.json says we are up: a SIGTERM from then on must stop us cleanly
     signal.signal(signal.SIGTERM, stop)
+    run.write_node_info({**info, "pid": os.getpid(), "netns": current_netns()})
+    log.info("event=broker_up run_dir=%s", run.path)
     try:
         zmq.proxy(xsub, xpub)
     except (SystemExit, KeyboardInterrupt):

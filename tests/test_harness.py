@@ -153,28 +153,31 @@ def test_soft_handoff_loses_nothing_and_bob_follows_the_update():
 # -- 3 -----------------------------------------------------------------------------------
 
 def test_hard_handoff_loses_a_few_then_converges_after_one_retry():
-    """handoff_time 0: alice leaves a at once. Her first update finds no route (her only
-    route to b went through a, dropped with it) and is retried update_interval later;
-    meanwhile discovery's solicitation on c teaches the paths within a few ms."""
+    """handoff_time 0: alice leaves a at once. Her only route to b went through a and
+    went with it: her packets and her first update wait for a route (router core: route
+    wait), which discovery's solicitation on c teaches within a few ms; they go then, in
+    order. Bob's packets in that moment are forwarded into the network she left."""
     net, alice, bob, mid = conversation(handoff=0)
     lost_a2b = sorted(set(sent_times()) - set(times(bob)))
     lost_b2a = sorted(set(sent_times()) - set(times(alice)))
-    # A few are lost, only right after the move (the discovery round trip).
-    assert lost_a2b and lost_b2a
-    assert all(MOVE - 4 <= t <= MOVE + 10 for t in lost_a2b + lost_b2a)
+    # alice's waited: none lost (they used to be refused no_route, with the update)
+    assert lost_a2b == []
+    waited = alice.counters["router"]["route_wait"]
+    assert waited >= 2 and alice.counters["router"]["route_waited"] == waited
+    assert alice.counters["router"]["no_route"] == 0
+    # bob's: a few, only right after the move (the discovery round trip)
+    assert lost_b2a and all(MOVE - 4 <= t <= MOVE + 10 for t in lost_b2a)
     # What arrived came once and in order.
     assert times(bob) == sorted(set(times(bob))) and times(alice) == sorted(set(times(alice)))
-    # alice's losses are reported: each was refused no_route, as was the first update.
-    assert alice.counters["router"]["no_route"] == len(lost_a2b) + 1
     # bob's were forwarded into a network alice had left: no core can know.
     into_a = frames(net, NH_STP, sender="router", loc=A, since=MOVE)
     assert len(into_a) == len(lost_b2a)
 
-    # Until the retry, bob knows alice's new locator from discovery only (a kept too).
-    assert mid["bob_sees_alice"] == [C, A]
+    # The update went once the route was there, not update_interval later.
     updates = frames(net, NH_LOCATOR_UPDATE, sender="alice")
-    assert [(f.t, f.loc, p.payload) for f, p, _ in updates] == [(MOVE + 1000, C, encode_update([C]))]
-    assert alice.counters["mobility"]["update_retries"] == 1
+    assert [(f.loc, p.payload) for f, p, _ in updates] == [(C, encode_update([C]))]
+    assert MOVE < updates[0][0].t <= MOVE + 10
+    assert alice.counters["mobility"]["update_retries"] == 0
     assert alice.counters["mobility"]["updates_acked"] == 1
     assert bob.peer_moves == [PeerMoved(ALICE, (C,), B)]
     assert bob.hosts.resolve("alice") == (ALICE, [C])

@@ -6,7 +6,7 @@ import pytest
 from actors.proto.addr import ALL_NODES
 from actors.proto import ilnp as wire
 from actors.proto.frames import LinkItem, RxItem
-from actors.router.core import Deliver, Refused, RouterCore, SessionsChanged
+from actors.router.core import ROUTE_WAIT_MS, Deliver, Refused, RouterCore, SessionsChanged
 from actors.router.ports import BindError
 from actors.proto import stp as stp
 
@@ -316,9 +316,11 @@ def test_discovery_broadcast_with_via():
 
 def test_send_without_a_route_is_counted():
     core = make()
-    assert core.send(BOB, [D, E], 42, b"seg!", None, None, 0) == []
+    assert core.send(BOB, [D, E], 42, b"seg!", None, None, 0) == []  # waits for a route...
     assert core.send(0, [ALL_NODES], 43, b"x", None, None, 0) == []
     assert core.send(BOB, [], 42, b"seg!", A, None, 0) == []
+    assert core.counters["no_route"] == 2
+    assert core.on_timer(ROUTE_WAIT_MS) == []  # ... and none came
     assert core.counters["no_route"] == 3
 
 
@@ -333,6 +335,8 @@ def test_send_expired_route_is_not_used():
     core.receive(B, pkt(E, BOB, ALL_NODES, 0, nh=43), 0)
     assert of(core.send(BOB, [E], 42, b"seg!", None, None, 999), LinkItem)
     assert core.send(BOB, [E], 42, b"seg!", None, None, 1000) == []
+    assert core.waiting == 1  # for a route, which does not come
+    core.on_timer(1000 + ROUTE_WAIT_MS)
     assert core.counters["no_route"] == 1
 
 

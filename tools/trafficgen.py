@@ -130,6 +130,12 @@ class OverlayPort:
             out.append((entry[0], entry.ilv))
         return out
 
+    def counters(self) -> dict:
+        """What the socket could not hand to the node's router (bus/direct.py's outcomes)."""
+        bus = self.sock.bus
+        return {"not_handed_over": bus.direct_drops, "no_consumer": bus.no_consumer,
+                "held": bus.direct_held, "dropped_malformed": self.sock.dropped_malformed}
+
     def close(self) -> None:
         self.sock.close()
 
@@ -253,11 +259,12 @@ def main(local_port, peer, peer_port, rate, duration, size, idle_stop, csv_path,
         if wait_go:
             sys.stdin.readline()
         sent, start_ns = run(port, rate if peer else 0, duration, size, tally, idle_stop, progress, tick)
+        counters = port.counters() if hasattr(port, "counters") else {}
     finally:
         port.close()
         tally.close()
     click.echo(json.dumps({"sent": sent, "rate": rate, "size": size, "start_ns": start_ns,
-                           "unresolved": getattr(port, "unresolved", 0), **tally.summary()}))
+                           "unresolved": getattr(port, "unresolved", 0), **counters, **tally.summary()}))
 
 
 if __name__ == "__main__":

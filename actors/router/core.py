@@ -20,7 +20,10 @@ Counters (drops unless said otherwise):
   hop_limit      not for us and arrived with hop limit 0
   duplicate      a copy of a packet we forwarded or flooded within the hold time (DPD)
   hop_clamped    arrived with a hop limit above ours, treated as ours (not a drop)
-  no_route, oversize, via_not_joined, bad_send     send refusals
+  no_route, oversize, via_not_joined, bad_send     send refusals (no_route: after waiting
+                 ROUTE_WAIT_MS for one, or at once when ROUTE_WAIT_MAX packets wait already)
+  route_wait     a packet to send waited for a route (not a drop: sent when one is learned,
+                 counted route_waited; or no_route when the wait ends)
   routes_evicted, sessions_evicted   a table at its cap dropped its least recently used entry
   nonce_no_room  a full-size packet sent without the nonce it was due (not a drop)
   delivered, forwarded, flooded, sent, opts_dropped   (not drops)
@@ -29,7 +32,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -44,6 +47,13 @@ from .ports import PortRegistry
 from .sessions import SessionTable
 
 _SENDABLE = frozenset(UPPER_LAYERS)
+
+# A packet to send with no route yet waits for one, as a packet waits for ARP: right after
+# the router starts (kill -9: its routes are gone until the peer's next packet or
+# discovery's answer teaches them again) or when an idle route lapsed. Bounded by time
+# and by count: a wait longer than this would be a queue, not a resolution.
+ROUTE_WAIT_MS = 500
+ROUTE_WAIT_MAX = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +105,9 @@ class RouterCore:
         self.ports = PortRegistry(is_owner_alive)
         self.duplicates = DuplicateFilter(duplicate_hold_ms)
         self._deadline: int | None = None  # lower bound of the next expiry
+        # packets waiting for a route, oldest first: (expires, send() arguments)
+        self._route_wait: deque = deque()
+        self._route_wait_version = -1  # the table version they were last tried at
 
     # --- locators ------------------------------------------------------------------
 
@@ -235,13 +248,26 @@ class RouterCore:
             self.counters["bad_send"] += 1
             return []
 
-    def _send(self, dst_nid, dst_locs, next_header, payload, via, opts, now):
+    def _send(self, dst_nid, dst_locs, next_header, payload, via, opts, now, may_wait=True):
         if next_header not in _SENDABLE or not isinstance(payload, (bytes, bytearray)):
             self.counters["bad_send"] += 1
             return []
-        out_loc, dst_loc = self._out_interface(dst_locs, via, now)
+        before = []
+        if self._route_wait and may_wait:
+            # those waiting go first, if a route came meanwhile (order kept per peer);
+            # if not, this one waits behind them
+            before = self.retry_waiting(now)
+        may_wait = may_wait and via is None and bool(dst_locs) and ALL_NODES not in dst_locs
+        out_loc, dst_loc = self._out_interface(dst_locs, via, now, count=not may_wait)
         if out_loc is None:
-            return []
+            if may_wait:
+                self._wait_for_route(now, (dst_nid, list(dst_locs), next_header, payload, opts))
+            return before
+        if before:
+            return before + self._packet(dst_nid, next_header, payload, opts, now, out_loc, dst_loc)
+        return self._packet(dst_nid, next_header, payload, opts, now, out_loc, dst_loc)
+
+    def _packet(self, dst_nid, next_header, payload, opts, now, out_loc, dst_loc):
         if HEADER_LEN + len(payload) > self.mtu:
             return self._oversize(dst_nid, HEADER_LEN + len(payload))
 
@@ -274,12 +300,14 @@ class RouterCore:
                 actions.append(changed)
         return actions
 
-    def _out_interface(self, dst_locs, via, now) -> tuple[int | None, int | None]:
-        """(interface, destination locator), or (None, None) counted as a refusal."""
+    def _out_interface(self, dst_locs, via, now, count=True) -> tuple[int | None, int | None]:
+        """(interface, destination locator), or (None, None) counted as a refusal (a packet
+        that may wait for a route is counted by the wait)."""
         if via is None:
             chosen = self.table.select(dst_locs, now)
             if chosen is None:
-                self.counters["no_route"] += 1
+                if count or not dst_locs:
+                    self.counters["no_route"] += 1
                 return None, None
             return chosen
         if via not in self.table.joined:
@@ -291,6 +319,59 @@ class RouterCore:
         # a peer on `via` hears the copy there: it must be addressed to `via`, or the
         # peer's arrival rule drops it
         return via, (via if via in dst_locs else dst_locs[0])
+
+    # --- packets waiting for a route ---------------------------------------------
+
+    @property
+    def waiting(self) -> int:
+        """How many packets wait for a route."""
+        return len(self._route_wait)
+
+    def _wait_for_route(self, now: int, args: tuple) -> None:
+        wait = self._route_wait
+        if len(wait) >= ROUTE_WAIT_MAX:
+            self.counters["no_route"] += 1
+            return
+        expires = now + ROUTE_WAIT_MS
+        wait.append((expires, args))
+        self.counters["route_wait"] += 1
+        self._route_wait_version = self.table.version
+        self._due(expires)
+
+    def retry_waiting(self, now: int) -> list:
+        """Send what waits for a route, in order, if the table changed since the last try;
+        a packet whose wait is over is no_route. The shell calls it after whatever may
+        teach a route (a batch received, new locators, a route hint)."""
+        wait = self._route_wait
+        if not wait or self._route_wait_version == self.table.version:
+            return self._expire_waiting(now)
+        self._route_wait_version = self.table.version
+        actions, still = [], deque()
+        for expires, args in wait:
+            if expires <= now:
+                self.counters["no_route"] += 1
+                continue
+            if self.table.select(args[1], now) is None:
+                still.append((expires, args))
+                continue
+            dst_nid, dst_locs, nh, payload, opts = args
+            try:
+                sent = self._send(dst_nid, dst_locs, nh, payload, None, opts, now, may_wait=False)
+            except (TypeError, ValueError, OverflowError, AttributeError, struct.error):
+                self.counters["bad_send"] += 1
+                continue
+            if sent:
+                self.counters["route_waited"] += 1
+            actions.extend(sent)
+        self._route_wait = still
+        return actions
+
+    def _expire_waiting(self, now: int) -> list:
+        wait = self._route_wait
+        while wait and wait[0][0] <= now:
+            wait.popleft()
+            self.counters["no_route"] += 1
+        return []
 
     def _oversize(self, dst_nid: int, size: int) -> list:
         self.counters["oversize"] += 1
@@ -309,7 +390,9 @@ class RouterCore:
         gives up what is due from its front, so this costs what expires."""
         gone, next_session = self.sessions_table.expire(now)
         next_route = self.table.expire(now)
-        deadlines = [d for d in (next_session, next_route) if d is not None]
+        self._expire_waiting(now)
+        next_wait = self._route_wait[0][0] if self._route_wait else None
+        deadlines = [d for d in (next_session, next_route, next_wait) if d is not None]
         self._deadline = min(deadlines) if deadlines else None
         return [_SESSIONS_CHANGED] if gone else []
 

@@ -31,12 +31,16 @@ class ForwardingTable:
         self.flood_to: tuple[int, ...] = ()          # the current ones, in a fixed order
         # learned: locator -> (interface, expiry ms), least recently learned first
         self._learned: OrderedDict[int, tuple[int, int]] = OrderedDict()
+        # Grows whenever a locator may have become reachable (a new route, new locators),
+        # so packets waiting for a route are tried again only then.
+        self.version = 0
 
     def set_locators(self, joined, leaving) -> None:
         """`joined` includes the locators in handoff; `leaving` is the handoff subset.
 
         Learned routes through an interface no longer joined are dropped, and so are
         learned routes for locators now joined (they route to themselves)."""
+        self.version += 1
         self.joined = frozenset(joined)
         self.leaving = self.joined.intersection(leaving)
         self.current = self.joined - self.leaving
@@ -65,6 +69,8 @@ class ForwardingTable:
             if len(learned) >= self.max_routes:
                 learned.popitem(last=False)
                 self.counters["routes_evicted"] += 1
+        if known is None or known[0] != iface or known[1] <= now:
+            self.version += 1  # reachable now, or by another way
         learned[src_loc] = (iface, expires)
         return expires
 

@@ -107,6 +107,7 @@ class RouterShell:
                                       "tables": {"routes": len(self.core.table),
                                                  "sessions": len(self.core.sessions_table),
                                                  "ports": len(self.core.ports),
+                                                 "route_waiting": self.core.waiting,
                                                  **self.core.peers.sizes()}}
 
     # ---- data path ----------------------------------------------------------
@@ -128,6 +129,8 @@ class RouterShell:
                 continue
             if actions:
                 apply(actions)
+        if self.core.waiting:  # the batch may have taught the route they wait for
+            apply(self.core.retry_waiting(now))
         self.timer.arm()
         self._save_peers_if_changed()
 
@@ -193,7 +196,11 @@ class RouterShell:
         except FrameError:
             self.actor.counters["bad_bodies"] += 1  # not the owner's state: dropped whole
             return
-        self.apply(self.core.set_locators(joined, leaving, monotonic_ms()))
+        now = monotonic_ms()
+        self.apply(self.core.set_locators(joined, leaving, now))
+        if self.core.waiting:
+            self.apply(self.core.retry_waiting(now))
+            self.timer.arm()
 
     def on_peer_moved(self, _topic: bytes, body: dict) -> None:
         via = body.get("via")
@@ -206,7 +213,10 @@ class RouterShell:
         except FrameError:
             self.actor.counters["bad_bodies"] += 1
             return
-        self.core.route_hint(locs, via, monotonic_ms())
+        now = monotonic_ms()
+        self.core.route_hint(locs, via, now)
+        if self.core.waiting:
+            self.apply(self.core.retry_waiting(now))
         self.timer.arm()
 
     def ports_body(self) -> dict:
