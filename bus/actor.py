@@ -22,6 +22,7 @@ from zmq.utils.monitor import parse_monitor_message
 
 from .codec import HELLO, FrameError, pack, unpack
 from .direct import BAD_ENDPOINT, HELD, NO_CONSUMER, REFUSED, DirectOut, bind_inbox, unlink_inbox
+from .latency import StageClock
 from .rundir import RunDir
 
 log = logging.getLogger("actor")
@@ -116,8 +117,10 @@ class Actor:
             self.ctl.bind(self.run_dir.ctl(name))
             self.poller.register(self.ctl, zmq.POLLIN)
         self._handlers: list[tuple[bytes, Handler]] = []
+        self.stages = StageClock()
         self._commands: dict[str, Callable[..., Any]] = {
-            "status": self._cmd_status, "ping": lambda: "pong"}
+            "status": self._cmd_status, "ping": lambda: "pong",
+            "latency_reset": self.stages.reset}
         self._deferred: set[str] = set()
         self._askers: dict[str, zmq.Socket] = {}           # actor -> DEALER to its requests
         self._asker_socks: dict[zmq.Socket, str] = {}
@@ -278,7 +281,7 @@ class Actor:
 
     def _publish_data(self, topic: bytes, items: list) -> None:
         """A data frame: pushed to the topic's consumer, and to the broker for the tap."""
-        sent = self.direct.send(topic, self.publish(topic, {"p": items}))
+        sent = self.direct.send(topic, self.publish(topic, {"p": items, "t": time.monotonic_ns()}))
         if sent is not True:
             if sent is REFUSED:
                 self.counters["direct_drops"] += len(items)
@@ -444,6 +447,9 @@ class Actor:
             last_seen[key] = q
         if self._missing and topic in self._missing:
             self._missing.discard(topic)
+        sent_ns = body.get("t") if not from_broker else None
+        if type(sent_ns) is int:
+            got_ns = time.monotonic_ns()
         handled = False
         for prefix, handler in self._handlers:
             if topic.startswith(prefix):
@@ -455,6 +461,8 @@ class Actor:
                     log.exception("event=handler_error actor=%s topic=%s", self.name, topic)
         if not handled:
             self.counters["unhandled"] += 1  # pushed to our inbox on a topic we do not take
+        elif type(sent_ns) is int:
+            self.stages.record(topic, sent_ns, got_ns, time.monotonic_ns())
 
     def _serve_request(self) -> int:
         served = 0
@@ -533,7 +541,8 @@ class Actor:
         status = {"actor": self.name, "pid": os.getpid(),
                   "uptime_s": round(time.time() - self.started, 3),
                   "in_sync": not self._missing,
-                  "counters": dict(self.counters)}
+                  "counters": dict(self.counters),
+                  "latency": self.stages.snapshot()}
         if self.status_extra:
             status.update(self.status_extra())
         return status

@@ -42,9 +42,9 @@ def serve(run: RunDir, info: dict) -> None:
 
     # before node.json says we are up: a SIGTERM from then on must stop us cleanly
     signal.signal(signal.SIGTERM, stop)
-    run.write_node_info({**info, "pid": os.getpid(), "netns": current_netns()})
-    log.info("event=broker_up run_dir=%s", run.path)
     try:
+        run.write_node_info({**info, "pid": os.getpid(), "netns": current_netns()})
+        log.info("event=broker_up run_dir=%s", run.path)
         zmq.proxy(xsub, xpub)
     except (SystemExit, KeyboardInterrupt):
         pass

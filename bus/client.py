@@ -11,6 +11,7 @@ import zmq
 
 from .codec import HELLO, FrameError, pack, unpack
 from .direct import HELD, NO_CONSUMER, DirectOut, bind_inbox
+from .latency import StageClock
 from .rundir import RunDir, find_run_dir
 
 DEFAULT_TIMEOUT = 3.0
@@ -92,6 +93,7 @@ class BusClient:
         self._subscribed: set[bytes] = set()
         self._held: deque = deque()  # frames received while waiting for our hello
         self.gaps = 0
+        self.stages = StageClock()  # what our inbox frames waited (bus/latency.py)
 
     def subscribe(self, prefix: bytes, direct: bool = False) -> None:
         """Receive `prefix` through the broker, or (direct=True, for a data topic routed
@@ -120,7 +122,7 @@ class BusClient:
     def send(self, topic: bytes, items: list) -> bool:
         """A data frame of `items`: pushed to the topic's consumer (and to the broker for
         the tap). False, and counted in direct_drops, if it could not be handed over."""
-        sent = self.direct.send(topic, self.publish(topic, {"p": items}))
+        sent = self.direct.send(topic, self.publish(topic, {"p": items, "t": time.monotonic_ns()}))
         if sent is HELD:
             self.direct_held += len(items)  # handed over: its consumer gets it when back
             return True
@@ -193,6 +195,10 @@ class BusClient:
             for sock, _ in ready:  # the inbox first: data waits on nothing else
                 topic, body = self._recv_raw(sock)
                 if body is not None:
+                    sent_ns = body.get("t")
+                    if type(sent_ns) is int and sock is self.inbox:
+                        now = time.monotonic_ns()  # the application's handling is its own
+                        self.stages.record(topic, sent_ns, now, now)
                     return topic, body
 
     def frames(self, timeout: float | None = None) -> Iterator[tuple[bytes, dict]]:

@@ -374,7 +374,10 @@ def test_direct_frames_reach_the_consumer_without_the_broker(node):
     producer.emit(DATA, 2)
     producer.flush()
     wait_until(lambda: got, what="the data frame")
+    sent_ns = got[0].pop("t")  # when it left, for the consumer's stage clock
     assert got == [{"p": [[1, b"x"], 2], "a": "prod", "q": 1}]
+    assert type(sent_ns) is int and sent_ns <= time.monotonic_ns()
+    assert consumer.stages.snapshot()[DATA.decode()]["wait"]["count"] == 1
     assert producer.counters["items_out"] == 2 and producer.counters["frames_out"] == 1
     assert producer.counters["direct_drops"] == 0 and producer.counters["no_consumer"] == 0
     # a consumer that stopped and came back: the PUSH queued meanwhile. (Only once the
@@ -391,7 +394,7 @@ def test_direct_frames_reach_the_consumer_without_the_broker(node):
     again.subscribe(DATA, lambda _t, body: got2.append(body))
     node.start(again)
     wait_until(lambda: got2, what="the queued frame")
-    assert got2 == [{"p": [3], "a": "prod", "q": 2}]
+    assert [{k: v for k, v in body.items() if k != "t"} for body in got2] == [{"p": [3], "a": "prod", "q": 2}]
 
 
 def test_the_tap_gets_a_copy_of_a_data_frame_through_the_broker(live):
