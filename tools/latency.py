@@ -60,3 +60,7 @@ def main(run_dir, do_reset, as_json):
     for actor, topic, count, w50, w99, h50, h99 in rows(stages):
         click.echo(f"{actor:<10} {topic:<16} {count:>8} {w50!s:>9} {w99!s:>7} {h50!s:>11} {h99!s:>7}")
     return 0
+
+
+if __name__ == "__main__":
+    main()
