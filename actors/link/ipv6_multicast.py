@@ -22,9 +22,10 @@ _PKTINFO = struct.Struct("16sI")
 _DROPS = struct.Struct("=I")
 # The receive buffer also holds what arrives while the link restarts (the socket is kept
 # in the fd store meanwhile): 16 MB asked, which the kernel doubles for its bookkeeping.
-# A 1440-byte datagram costs it about 2.3-4.6 KB (the skb's truesize), so 32 MB hold
-# several thousand: seconds of traffic at 2,000 datagrams/s, against the ~0.5-1 s a
-# restart takes under load. As root SO_RCVBUFFORCE goes past net.core.rmem_max;
+# A 1440-byte datagram is charged its skb's truesize (2,304 bytes measured on lo, up to
+# ~4.6 KB with other drivers), so 32 MB hold 7,000-14,000 datagrams: several seconds at
+# 2,000/s each way, against the ~0.5-1 s a restart takes under load (a 0.5 s restart
+# needs ~2-5 MB). As root SO_RCVBUFFORCE goes past net.core.rmem_max;
 # without the privilege the limit applies (default 208 KB: well under 0.1 s at that
 # rate). The size the kernel granted is in the link's status (`rcvbuf`).
 BUFFER = 16 * 1024 * 1024
