@@ -33,6 +33,7 @@ HELLO_RETRY_S = 0.1
 RESYNC_MIN_S = 1.0      # a gap in a frame from the broker: at most one hello per this
 REPUBLISH_MIN_S = 0.05  # others' hellos: at most one republication per this (the last one answered)
 MAX_SENDERS = 4096      # (publisher, topic) pairs whose sequence numbers we follow
+INBOX_HOLD_MAX_S = 1.0  # the longest a (re)started actor leaves its inbox unread for missing state
 _EVENTS, _POLLIN, _POLLOUT = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.POLLOUT)  # plain ints: no enum wrapping per packet
 
 
@@ -104,7 +105,12 @@ class Actor:
         self.inbox = bind_inbox(self._ctx, self.run_dir, name, self.consumes)
         self.direct = DirectOut(self._ctx, self.run_dir)
         self.poller.register(self.sub, zmq.POLLIN)
-        self.poller.register(self.inbox, zmq.POLLIN)
+        # A restarted actor leaves its inbox unread until the state it requires is in:
+        # frames held for it meanwhile (its publishers' PUSH queues kept them) would meet
+        # a core that knows nothing yet (a router with no locators drops them all).
+        self._inbox_held = bool(requires)
+        if not self._inbox_held:
+            self.poller.register(self.inbox, zmq.POLLIN)
         self.ctl = None
         if serve_requests:
             path = self.run_dir.ctl_path(name)
@@ -447,6 +453,8 @@ class Actor:
             last_seen[key] = q
         if self._missing and topic in self._missing:
             self._missing.discard(topic)
+            if not self._missing and self._inbox_held:
+                self._release_inbox()
         sent_ns = body.get("t") if not from_broker else None
         if type(sent_ns) is int:
             got_ns = time.monotonic_ns()
@@ -463,6 +471,15 @@ class Actor:
             self.counters["unhandled"] += 1  # pushed to our inbox on a topic we do not take
         elif type(sent_ns) is int:
             self.stages.record(topic, sent_ns, got_ns, time.monotonic_ns())
+
+    def _release_inbox(self, timed_out: bool = False) -> None:
+        if self._inbox_held:
+            self._inbox_held = False
+            self.poller.register(self.inbox, zmq.POLLIN)
+            if timed_out:
+                self.counters["inbox_hold_timeout"] += 1  # an owner is down: go on without it
+                log.warning("event=inbox_released actor=%s missing=%s", self.name,
+                            ",".join(sorted(t.decode(errors="replace") for t in self._missing)))
 
     def _serve_request(self) -> int:
         served = 0
@@ -581,6 +598,8 @@ class Actor:
         log.info("event=start actor=%s pid=%d", self.name, os.getpid())
         self.publish(HELLO, {})
         self._hello_sent_at = time.monotonic()
+        if self._inbox_held:
+            self.call_later(INBOX_HOLD_MAX_S, lambda: self._release_inbox(timed_out=True))
         try:
             self._loop()
         except _Stop:

@@ -1043,3 +1043,38 @@ def test_a_reader_that_raises_is_counted_and_the_loop_goes_on(node):
     wait_until(lambda: actor.counters["reader_errors"] == 1, what="the failing read")
     b.send(b"fine")
     wait_until(lambda: got == [b"fine"], what="the next read")
+
+
+def test_a_restarted_actor_reads_its_inbox_only_once_its_required_state_is_in(live):
+    """Frames held for an actor while it restarted must not meet a core that knows
+    nothing yet: its inbox waits for the state it requires (ilnp-faults: a restarted
+    router dropped the held frames of the router node as fwd_no_route, 745 each way)."""
+    producer = live.actor("prod")
+    prod_loop = live.start(producer)
+    cons = live.actor("cons", consumes=(DATA,), requires=(STATE,))
+    order = []
+    cons.subscribe(STATE, lambda _t, body: order.append(("state", body["v"])))
+    cons.subscribe(DATA, lambda _t, body: order.append(("data", body["p"])))
+    live.start(cons)
+    prod_loop.call(lambda: (producer.emit(DATA, 1), producer.flush()))
+    time.sleep(0.3)  # ample for the frame to arrive: it is held, not handled
+    assert order == []
+    owner = live.actor("owner")
+    owner.owns(STATE, lambda: {"v": 5})
+    live.start(owner)
+    wait_until(lambda: ("data", [1]) in order, what="the data")
+    assert order[0] == ("state", 5)  # (an owner may republish it afterwards too)
+    assert cons.counters["inbox_hold_timeout"] == 0
+
+
+def test_without_its_owner_the_inbox_is_read_after_a_bounded_hold(live, monkeypatch):
+    monkeypatch.setattr(bus.actor, "INBOX_HOLD_MAX_S", 0.3)
+    producer = live.actor("prod")
+    prod_loop = live.start(producer)
+    cons = live.actor("cons", consumes=(DATA,), requires=(STATE,))
+    got = []
+    cons.subscribe(DATA, lambda _t, body: got.append(body["p"]))
+    live.start(cons)
+    prod_loop.call(lambda: (producer.emit(DATA, 1), producer.flush()))
+    wait_until(lambda: got, what="the data after the hold")
+    assert got == [[1]] and cons.counters["inbox_hold_timeout"] == 1
