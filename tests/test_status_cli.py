@@ -52,8 +52,8 @@ def test_all_running_shows_each_program_and_nothing_is_down():
                                   "next_try_s": None}
     assert report["broker"] == {"supervisor": link["supervisor"]}   # answers no requests: supervisor only
     lines = format_report(report)
-    assert lines[0].split() == ["program", "state", "pid", "uptime", "restarts", "last", "exit"]
-    assert lines[1].split() == ["broker", "RUNNING", "100", "1m05s", "0", "-"]
+    assert lines[0].split() == ["program", "state", "pid", "uptime", "restarts", "PSS", "MB", "last", "exit"]
+    assert lines[1].split() == ["broker", "RUNNING", "100", "1m05s", "0", "-", "-"]
     assert any(ln.startswith("link") and "frames_in=3" in ln and "drops=1" in ln for ln in lines)
 
 
@@ -134,7 +134,7 @@ def test_exit_status_is_zero_only_when_every_program_runs(fake_node):
     runner = CliRunner()
     ok = runner.invoke(status_cli.main, ["--json"])
     assert ok.exit_code == 0, ok.output
-    assert set(json.loads(ok.output)) == set(PROGRAMS)
+    assert set(json.loads(ok.output)) == set(PROGRAMS) | {"supervisord"}  # with the node's memory
     fake_node["supervisor"] = supervisor(proxy="BACKOFF")
     bad = runner.invoke(status_cli.main, ["--json"])
     assert bad.exit_code == 1
@@ -146,3 +146,26 @@ def test_exit_status_is_zero_only_when_every_program_runs(fake_node):
     # a program supervisord says is down is not asked (no timeout on its stale socket)
     assert "proxy" not in fake_node["asked"][-7:]
     assert "stream      " in human.stdout and "DOWN  actor stream does not answer" in human.stdout
+
+
+def test_memory_of_each_program_and_of_the_node_supervisord_included():
+    report = build_report(ACTORS_UP, supervisor(), None, counts(), NOW)
+    sizes = {100: {"pss_kb": 10 * 1024, "rss_kb": 30 * 1024}, 7: {"pss_kb": 5 * 1024, "rss_kb": 20 * 1024}}
+    status_cli.attach_memory(report, 7, sizes.get)
+    assert report["link"]["supervisor"]["memory"] == sizes[100]
+    node = report["supervisord"]
+    n = len(PROGRAMS)
+    assert node["node_memory"] == {"pss_mb": 10.0 * n + 5, "rss_mb": 30.0 * n + 20, "processes": n + 1}
+    assert not_running(report) == []  # supervisord answered: it runs
+    lines = format_report(report)
+    assert lines[1].split()[:6] == ["broker", "RUNNING", "100", "1m05s", "0", "10.0"]
+    assert f"memory: PSS {10.0 * n + 5} MB, RSS {30.0 * n + 20} MB ({n + 1} processes, supervisord included)" in lines
+    assert not any(line.startswith("supervisord ") for line in lines)
+
+
+def test_process_memory_reads_this_process_and_refuses_what_is_gone():
+    from tools.memory import process_memory
+    import os
+    mine = process_memory(os.getpid())
+    assert mine and 0 < mine["pss_kb"] <= mine["rss_kb"]
+    assert process_memory(2 ** 22 + 1) is None  # above pid_max: never a process

@@ -17,10 +17,12 @@ from bus.client import RequestError, request
 from bus.rundir import NodeNotFound, RunDir, find_run_dir
 
 from .common import OneLineCommand, json_option, print_json, run_dir_option, say
+from .memory import process_memory, total
 from .supervision import LISTENER, SupervisorUnreachable, query, read_counts
 
 ALIVE = ("STARTING", "RUNNING", "STOPPING")   # states in which a program has a process
 REGISTERED = {e.name for e in ACTORS}          # programs every node runs (missing: not RUNNING)
+SUPERVISORD = "supervisord"                    # the node's process that is not a program
 
 
 @click.command(cls=OneLineCommand)
@@ -42,6 +44,8 @@ def main(run_dir, as_json):
         except RequestError as exc:
             actors[actor] = {"error": str(exc)}
     report = build_report(actors, supervisor, error, counts, time.time())
+    if supervisor:
+        attach_memory(report, supervisor["pid"], process_memory)
     if as_json:
         print_json(report)
     else:
@@ -96,6 +100,24 @@ def build_report(actors: dict[str, dict], supervisor: dict | None, error: str | 
     return report
 
 
+def attach_memory(report: dict[str, dict], supervisord_pid: int | None, read) -> None:
+    """Each program's PSS and RSS (`memory` in its supervisor view), and supervisord as
+    one more process of the node, which carries the node's total (`node_memory`)."""
+    memories = []
+    for entry in report.values():
+        pid = entry["supervisor"].get("pid")
+        if pid:
+            entry["supervisor"]["memory"] = read(pid)
+            memories.append(entry["supervisor"]["memory"])
+    if supervisord_pid:
+        own = read(supervisord_pid)
+        memories.append(own)
+        view = {"state": "RUNNING", "pid": supervisord_pid, "uptime_s": None, "spawnerr": None,
+                "restarts": None, "starts": None, "revivals": None, "last_exit": None,
+                "next_try_s": None, "memory": own}  # the keys a program's view has
+        report[SUPERVISORD] = {"supervisor": view, "node_memory": total(memories)}
+
+
 def program_view(info: dict, counted: dict | None, have_counts: bool, now: float) -> dict:
     """One program: supervisord's getProcessInfo and the listener's counts, as shown."""
     state = info.get("statename")
@@ -136,22 +158,30 @@ def not_running(report: dict[str, dict]) -> list[tuple[str, str]]:
 
 
 def format_report(report: dict[str, dict]) -> list[str]:
-    lines = [f"{'program':12} {'state':9} {'pid':>7} {'uptime':>8} {'restarts':>8}  last exit"]
+    lines = [f"{'program':12} {'state':9} {'pid':>7} {'uptime':>8} {'restarts':>8} {'PSS MB':>7}  last exit"]
     errors = set()
     for name, entry in report.items():
         sup = entry["supervisor"]
+        if name == SUPERVISORD:
+            continue  # not a program: its memory is in the total below
         if sup.get("error"):
             errors.add(sup["error"])
         pid = str(sup.get("pid") or "-")
         restarts = "?" if sup.get("restarts") is None else str(sup["restarts"])
+        memory = sup.get("memory")
+        pss = f"{memory['pss_kb'] / 1024:.1f}" if memory else "-"
         line = (f"{name:12} {sup.get('state') or '?':9} {pid:>7} {duration(sup.get('uptime_s')):>8}"
-                f" {restarts:>8}  {last_exit(sup)}")
+                f" {restarts:>8} {pss:>7}  {last_exit(sup)}")
         lines.append(line.rstrip())
     lines += [f"supervisord: {e}" for e in sorted(errors)]
+    node_memory = report.get(SUPERVISORD, {}).get("node_memory")
+    if node_memory:
+        lines.append(f"memory: PSS {node_memory['pss_mb']} MB, RSS {node_memory['rss_mb']} MB "
+                     f"({node_memory['processes']} processes, supervisord included)")
     lines.append("")
     for name, status in report.items():
         status = {k: v for k, v in status.items() if k != "supervisor"}
-        if not status:
+        if not status or name == SUPERVISORD:
             continue
         if "error" in status:
             lines.append(f"{name:12} DOWN  {status['error']}")
