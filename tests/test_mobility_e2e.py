@@ -22,7 +22,7 @@ from tests.labutil import REPO, lab_name, tool_json, wait_discovered, wait_for
 from tools.experiment import analysis, orchestrate
 from tools.experiment.orchestrate import Params
 
-RATE, DURATION, MOVE, HANDOFF = 100.0, 30.0, 6.0, 3.0
+RATE, DURATION, MOVE, HANDOFF = 100.0, 20.0, 4.0, 2.0
 FIGURES = ("sent", "received", "lost", "reordered", "duplicated")
 # The known reordering when a path gets shorter (docs/NOTES.md): when a node moves into
 # its peer's network, a packet still on the longer path through the router can be
