@@ -18,10 +18,9 @@ from collections import Counter
 from typing import Any, Callable
 
 import zmq
-from zmq.utils.monitor import parse_monitor_message
 
 from .codec import HELLO, FrameError, pack, unpack
-from .direct import BAD_ENDPOINT, HELD, NO_CONSUMER, REFUSED, DirectOut, bind_inbox, unlink_inbox
+from .direct import BAD_ENDPOINT, HELD, NO_CONSUMER, REFUSED, DirectOut, bind_inbox, event_kind, unlink_inbox
 from .latency import StageClock
 from .rundir import RunDir
 
@@ -405,13 +404,13 @@ class Actor:
         entry = self._monitors[monitor]
         for _ in range(DRAIN_LIMIT):
             try:
-                event = parse_monitor_message(monitor.recv_multipart(zmq.NOBLOCK))
+                kind = event_kind(monitor.recv_multipart(zmq.NOBLOCK))
             except zmq.Again:
                 return
             except Exception:  # not a monitor message: cannot happen on an inproc PAIR
                 self.counters["bad_monitor_events"] += 1
                 continue
-            if event["event"] == zmq.EVENT_DISCONNECTED:
+            if kind == zmq.EVENT_DISCONNECTED:
                 self.counters["bus_disconnects"] += 1
                 continue
             entry[1] += 1

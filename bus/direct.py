@@ -45,6 +45,13 @@ _EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 _EVENT_ID = struct.Struct("=H")
 
 
+def event_kind(frames: list[bytes]) -> int:
+    """The event of a zmq monitor message (its first frame: u16 event, u32 value).
+    Decoded here: pyzmq's parse_monitor_message lives in a module that imports asyncio
+    and ssl, megabytes in every actor for two integers."""
+    return _EVENT_ID.unpack_from(frames[0])[0]
+
+
 class _Push:
     """One PUSH socket towards one consumer endpoint, and what its monitor said."""
 
@@ -59,8 +66,7 @@ class _Push:
         """Take what the monitor has said (cheap when nothing: one getsockopt)."""
         monitor = self.monitor
         while monitor.getsockopt(_EVENTS) & _POLLIN:
-            event = monitor.recv_multipart()
-            kind = _EVENT_ID.unpack_from(event[0])[0]  # zmq's event frame: u16 event, u32 value
+            kind = event_kind(monitor.recv_multipart())
             if kind == zmq.EVENT_DISCONNECTED:
                 self.down = True
             elif kind == zmq.EVENT_CONNECTED:
