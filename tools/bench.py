@@ -22,6 +22,7 @@ import click
 from tools.common import OneLineCommand
 
 from .lab import Lab, LabError
+from .latency import rows as latency_rows
 
 ORIGINAL_LOSSLESS_PPS = 2400  # the original single-process overlay on this kind of machine
 DEFAULT_RATES = "5000,10000,15000,20000,25000,30000,35000,40000,50000,60000"
@@ -99,6 +100,18 @@ def _sweep(lab: Lab, rates: list[float], duration: float, size: int, raw: bool, 
     return results
 
 
+NODES = ("alice", "router", "bob")
+
+
+def _stages(lab: Lab) -> dict:
+    """{node: {actor: {topic: {"wait": ..., "handle": ...}}}} (ilnp-latency --json on each)."""
+    out = {}
+    for node in NODES:
+        proc = lab.exec(node, ["ilnp-latency", "--json"], capture_output=True, text=True, timeout=30)
+        out[node] = json.loads(proc.stdout) if proc.returncode == 0 else {}
+    return out
+
+
 def _best(results: list[dict]) -> float:
     """The highest rate lossless with every lower rate lossless too: a lossless step after
     a lossy one is a queue still filling at capacity, not a rate the path sustains."""
@@ -164,9 +177,12 @@ def main(lab_name, rates, duration, size, ping_count, tick, no_underlay, json_pa
             log("overlay (STP alice -> router -> bob):")
             report["overlay"] = _sweep(lab, rate_list, duration, size, False, tick, log)
             if ping_count:
+                for node in NODES:  # the stage figures of the ping alone
+                    lab.exec(node, ["ilnp-latency", "--reset"], capture_output=True, timeout=30)
                 proc = lab.exec("alice", ["ilnp-ping", "bob", "-c", str(ping_count), "-i", "0.01", "--json"],
                                 capture_output=True, text=True, timeout=ping_count * 0.01 + 30)
                 report["ping"] = json.loads(proc.stdout) if proc.returncode == 0 else {"error": proc.stderr.strip()}
+                report["stages"] = _stages(lab)
         finally:
             lab.down()
     best_overlay = _best(report["overlay"])
@@ -178,6 +194,8 @@ def main(lab_name, rates, duration, size, ping_count, tick, no_underlay, json_pa
         summary["underlay_lossless_pps"] = best_underlay
         summary["vs_underlay"] = round(best_overlay / best_underlay, 3) if best_underlay else None
     report["summary"] = summary
+    rows = [(node, *row) for node, stages in report.get("stages", {}).items() for row in latency_rows(stages)]
+    report["stage_rows"] = [r for r in rows if r[3] >= max(1, ping_count // 2)]  # the ping's path
     click.echo(f"overlay lossless: {best_overlay:.0f} packets/s of {size} B "
                f"({summary['overlay_lossless_kBps']} kB/s), {summary['vs_original']}x the original's "
                f"{ORIGINAL_LOSSLESS_PPS}/s")
@@ -188,6 +206,11 @@ def main(lab_name, rates, duration, size, ping_count, tick, no_underlay, json_pa
     if "p50_ms" in ping:
         click.echo(f"ilnp-ping alice -> bob via router: p50 {ping['p50_ms']} ms, p99 {ping['p99_ms']} ms, "
                    f"loss {ping['loss_pct']}%")
+        click.echo("  per stage during the ping (log2 buckets: 512 means 256-512 us; wait = the bus hop "
+                   "and the wake-up, handle = the actor's work):")
+        for node, actor, topic, count, w50, w99, h50, h99 in report.get("stage_rows", []):
+            click.echo(f"  {node:7} {actor:9} {topic:18} {count:>6}  wait p50 {w50!s:>7} p99 {w99!s:>7}"
+                       f"  handle p50 {h50!s:>6} p99 {h99!s:>6}")
     if json_path:
         Path(json_path).write_text(json.dumps(report, indent=1))
 
