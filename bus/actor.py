@@ -20,7 +20,8 @@ from typing import Any, Callable
 import zmq
 
 from .codec import HELLO, FrameError, pack, unpack
-from .direct import BAD_ENDPOINT, HELD, NO_CONSUMER, REFUSED, DirectOut, bind_inbox, event_kind, unlink_inbox
+from .direct import (BAD_ENDPOINT, HELD, MAX_ITEMS, NO_CONSUMER, REFUSED, DirectOut, bind_inbox, event_kind,
+                     unlink_inbox)
 from .latency import StageClock
 from .rundir import RunDir
 
@@ -32,6 +33,7 @@ HELLO_RETRY_S = 0.1
 RESYNC_MIN_S = 1.0      # a gap in a frame from the broker: at most one hello per this
 REPUBLISH_MIN_S = 0.05  # others' hellos: at most one republication per this (the last one answered)
 MAX_SENDERS = 4096      # (publisher, topic) pairs whose sequence numbers we follow
+HOLD_RETRY_MS = 20      # while frames are held for a consumer that is down: how often to try it
 INBOX_HOLD_MAX_S = 1.0  # the longest a (re)started actor leaves its inbox unread for missing state
 _EVENTS, _POLLIN, _POLLOUT = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.POLLOUT)  # plain ints: no enum wrapping per packet
 
@@ -101,15 +103,14 @@ class Actor:
             self.poller.register(monitor, zmq.POLLIN)
         self.pub.connect(self.run_dir.bus_in)
         self.sub.connect(self.run_dir.bus_out)
-        self.inbox = bind_inbox(self._ctx, self.run_dir, name, self.consumes)
-        self.direct = DirectOut(self._ctx, self.run_dir)
+        self.inbox = bind_inbox(self.run_dir, name, self.consumes)
+        self.direct = DirectOut(self.run_dir)
         self.poller.register(self.sub, zmq.POLLIN)
         # A restarted actor leaves its inbox unread until the state it requires is in:
-        # frames held for it meanwhile (its publishers' PUSH queues kept them) would meet
-        # a core that knows nothing yet (a router with no locators drops them all).
+        # frames held for it meanwhile (its publishers kept them, or they wait in the
+        # connections) would meet a core that knows nothing yet (a router with no
+        # locators drops them all). Watched from the end of __init__ otherwise.
         self._inbox_held = bool(requires)
-        if not self._inbox_held:
-            self.poller.register(self.inbox, zmq.POLLIN)
         self.ctl = None
         if serve_requests:
             path = self.run_dir.ctl_path(name)
@@ -152,6 +153,8 @@ class Actor:
         self.status_extra: Callable[[], dict] | None = None
         self.subscribe(HELLO, self._on_hello)
         self._hello_sent_at = 0.0
+        if not self._inbox_held:
+            self._watch_inbox()
 
     # ---- wiring -------------------------------------------------------------
     def subscribe(self, prefix: bytes, handler: Handler, direct: bool = False) -> None:
@@ -273,20 +276,32 @@ class Actor:
     def publish(self, topic: bytes, body: dict) -> bytes:
         """Send one frame through the broker now (state, control); returns it packed.
         Data goes with emit()."""
-        q = self._seq.get(topic, 0) + 1
-        self._seq[topic] = q
-        body["a"] = self.name
-        body["q"] = q
-        frame = pack(body)
+        frame = self._pack(topic, body)
         # Copying beats zero-copy bookkeeping at these sizes. The broker copy costs
         # nothing unless someone (the tap) subscribes to the topic.
         self.pub.send_multipart((topic, frame))
         self.counters["frames_out"] += 1
         return frame
 
+    def _pack(self, topic: bytes, body: dict) -> bytes:
+        q = self._seq.get(topic, 0) + 1
+        self._seq[topic] = q
+        body["a"] = self.name
+        body["q"] = q
+        return pack(body)
+
     def _publish_data(self, topic: bytes, items: list) -> None:
-        """A data frame: pushed to the topic's consumer, and to the broker for the tap."""
-        sent = self.direct.send(topic, self.publish(topic, {"p": items, "t": time.monotonic_ns()}))
+        """Data frames of at most MAX_ITEMS each (a message on the direct path is bounded:
+        bus/direct.py), pushed to the topic's consumer, then to the broker for the tap
+        (the consumer first: the copy is nobody's wait)."""
+        if len(items) > MAX_ITEMS:
+            for i in range(0, len(items), MAX_ITEMS):
+                self._publish_data(topic, items[i:i + MAX_ITEMS])
+            return
+        frame = self._pack(topic, {"p": items, "t": time.monotonic_ns()})
+        sent = self.direct.send(topic, frame)
+        self.pub.send_multipart((topic, frame))
+        self.counters["frames_out"] += 1
         if sent is not True:
             if sent is REFUSED:
                 self.counters["direct_drops"] += len(items)
@@ -471,10 +486,30 @@ class Actor:
         elif type(sent_ns) is int:
             self.stages.record(topic, sent_ns, got_ns, time.monotonic_ns())
 
+    def _watch_inbox(self) -> None:
+        for listener in self.inbox.listeners:
+            self.add_reader(listener, lambda listener=listener: self._accept(listener))
+        for conn in list(self.inbox.conns.values()):
+            self.add_reader(conn, lambda conn=conn: self._read_inbox(conn))
+
+    def _accept(self, listener) -> None:
+        for conn in self.inbox.accept(listener):
+            self.add_reader(conn, lambda conn=conn: self._read_inbox(conn))
+
+    def _read_inbox(self, conn) -> int:
+        frames, gone = self.inbox.read(conn, DRAIN_LIMIT)
+        dispatch = self._dispatch
+        for parts in frames:
+            dispatch(parts, False)
+        if gone:
+            self.remove_reader(conn)
+            self.inbox.drop(conn)
+        return len(frames)
+
     def _release_inbox(self, timed_out: bool = False) -> None:
         if self._inbox_held:
             self._inbox_held = False
-            self.poller.register(self.inbox, zmq.POLLIN)
+            self._watch_inbox()
             if timed_out:
                 self.counters["inbox_hold_timeout"] += 1  # an owner is down: go on without it
                 log.warning("event=inbox_released actor=%s missing=%s", self.name,
@@ -609,7 +644,7 @@ class Actor:
             self.close()
 
     def _loop(self) -> None:
-        sub, inbox, ctl, readers, poll = self.sub, self.inbox, self.ctl, self._readers, self.poller.poll
+        sub, ctl, readers, poll = self.sub, self.ctl, self._readers, self.poller.poll
         busy = False
         while not self._stopping:
             self._say_hello_if_needed()
@@ -621,6 +656,8 @@ class Actor:
                     timeout = math.ceil(max(0.0, (self._timers[0][0] - time.monotonic()) * 1000))
                 if self._missing or not self._announced:
                     timeout = min(timeout, int(HELLO_RETRY_S * 1000))
+                if self.direct.holding:  # frames wait for a consumer to come back
+                    timeout = min(timeout, HOLD_RETRY_MS)
                 self._sleeping = True
                 try:
                     ready = poll(timeout)
@@ -634,7 +671,7 @@ class Actor:
                     self._sleeping = False
             busy = bool(ready)
             for sock, events in ready:
-                if sock is inbox or sock is sub:
+                if sock is sub:
                     self._drain_sub(sock)
                 elif sock is ctl:
                     self._serve_request()
@@ -658,6 +695,8 @@ class Actor:
             if self._timers:
                 self._run_timers()
             self.flush()
+            if self.direct.holding:
+                self.direct.retry()
 
     def close(self) -> None:
         self.direct.close()
@@ -668,9 +707,10 @@ class Actor:
                 pass
             monitor.close()
         self._monitors.clear()
-        for sock in (self.pub, self.sub, self.inbox, self.ctl, *self._askers.values()):
+        for sock in (self.pub, self.sub, self.ctl, *self._askers.values()):
             if sock is not None:
                 sock.close()
+        self.inbox.close()
         unlink_inbox(self.run_dir, self.name, self.consumes)
         if self.ctl is not None:
             try:

@@ -10,7 +10,7 @@ from typing import Any, Iterator
 import zmq
 
 from .codec import HELLO, FrameError, pack, unpack
-from .direct import HELD, NO_CONSUMER, DirectOut, bind_inbox
+from .direct import HELD, MAX_ITEMS, NO_CONSUMER, DirectOut, bind_inbox
 from .latency import StageClock
 from .rundir import RunDir, find_run_dir
 
@@ -78,12 +78,15 @@ class BusClient:
         self.sub.setsockopt(zmq.LINGER, 0)
         self.sub.connect(self.run.bus_out)
         # data frames for us (e.g. our STP port) are pushed here, not sent via the broker
-        self.inbox = bind_inbox(ctx, self.run, self.name)
+        self.inbox = bind_inbox(self.run, self.name)
         self.inbox_endpoint = self.run.inbox(self.name)
-        self.direct = DirectOut(ctx, self.run)
+        self.direct = DirectOut(self.run)
         self.poller = zmq.Poller()
         self.poller.register(self.sub, zmq.POLLIN)
-        self.poller.register(self.inbox, zmq.POLLIN)
+        self._listeners = {sock.fileno(): sock for sock in self.inbox.listeners}
+        for fd in self._listeners:
+            self.poller.register(fd, zmq.POLLIN)
+        self._inbox_frames: deque = deque()  # read from a connection, not returned yet
         self.direct_drops = 0   # data items not handed over (queue full, no consumer, bad route)
         self.no_consumer = 0
         self.direct_held = 0    # data items queued for a consumer that is down (see bus/direct.py)
@@ -111,18 +114,29 @@ class BusClient:
 
     def publish(self, topic: bytes, body: dict) -> bytes:
         """One frame through the broker (state, control); returns it packed."""
+        frame = self._pack(topic, body)
+        self.pub.send_multipart((topic, frame))
+        return frame
+
+    def _pack(self, topic: bytes, body: dict) -> bytes:
         q = self._seq.get(topic, 0) + 1
         self._seq[topic] = q
         body["a"] = self.name
         body["q"] = q
-        frame = pack(body)
-        self.pub.send_multipart((topic, frame))
-        return frame
+        return pack(body)
 
     def send(self, topic: bytes, items: list) -> bool:
+        if len(items) > MAX_ITEMS:  # a message on the direct path is bounded (bus/direct.py)
+            results = [self.send(topic, items[i:i + MAX_ITEMS]) for i in range(0, len(items), MAX_ITEMS)]
+            return all(results)
+        return self._send(topic, items)
+
+    def _send(self, topic: bytes, items: list) -> bool:
         """A data frame of `items`: pushed to the topic's consumer (and to the broker for
         the tap). False, and counted in direct_drops, if it could not be handed over."""
-        sent = self.direct.send(topic, self.publish(topic, {"p": items, "t": time.monotonic_ns()}))
+        frame = self._pack(topic, {"p": items, "t": time.monotonic_ns()})
+        sent = self.direct.send(topic, frame)  # the consumer first; the tap's copy after
+        self.pub.send_multipart((topic, frame))
         if sent is HELD:
             self.direct_held += len(items)  # handed over: its consumer gets it when back
             return True
@@ -158,7 +172,9 @@ class BusClient:
         raise RequestError(f"bus of the node at {self.run.path} does not answer")
 
     def _recv_raw(self, sock: zmq.Socket) -> tuple[bytes, dict | None]:
-        parts = sock.recv_multipart()
+        return self._decode(sock.recv_multipart())
+
+    def _decode(self, parts: list[bytes]) -> tuple[bytes, dict | None]:
         if len(parts) != 2:
             self.bad_frames += 1
             return b"", None
@@ -187,19 +203,39 @@ class BusClient:
             return self._held.popleft()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            # whole milliseconds, rounded up: pyzmq truncates, and poll(0.9) would spin
-            wait = None if deadline is None else math.ceil(max(0.0, deadline - time.monotonic()) * 1000)
-            ready = self.poller.poll(wait)
-            if not ready:
-                return None
-            for sock, _ in ready:  # the inbox first: data waits on nothing else
-                topic, body = self._recv_raw(sock)
+            while self._inbox_frames:  # data first: it waits on nothing else
+                topic, body = self._decode(self._inbox_frames.popleft())
                 if body is not None:
                     sent_ns = body.get("t")
-                    if type(sent_ns) is int and sock is self.inbox:
+                    if type(sent_ns) is int:
                         now = time.monotonic_ns()  # the application's handling is its own
                         self.stages.record(topic, sent_ns, now, now)
                     return topic, body
+            # whole milliseconds, rounded up: pyzmq truncates, and poll(0.9) would spin
+            wait = None if deadline is None else math.ceil(max(0.0, deadline - time.monotonic()) * 1000)
+            if self.direct.holding:
+                self.direct.retry()
+                wait = 20 if wait is None else min(wait, 20)
+            ready = self.poller.poll(wait)
+            if not ready and (deadline is not None and time.monotonic() >= deadline):
+                return None
+            for sock, _ in ready:
+                if sock is self.sub:
+                    topic, body = self._recv_raw(sock)
+                    if body is not None:
+                        return topic, body
+                elif sock in self._listeners:
+                    for conn in self.inbox.accept(self._listeners[sock]):
+                        self.poller.register(conn.fileno(), zmq.POLLIN)
+                else:
+                    conn = self.inbox.conns.get(sock)
+                    if conn is None:
+                        continue
+                    frames, gone = self.inbox.read(conn, 128)
+                    self._inbox_frames.extend(frames)
+                    if gone:
+                        self.poller.unregister(sock)
+                        self.inbox.drop(conn)
 
     def frames(self, timeout: float | None = None) -> Iterator[tuple[bytes, dict]]:
         while (frame := self.recv(timeout)) is not None:

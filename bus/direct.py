@@ -1,35 +1,46 @@
 """The direct data path: frames of data topics go straight to their consumer's inbox.
 
-A consumer binds a PULL socket at RUN_DIR/in-<name>.sock and, for each data topic it
-consumes, the topic's endpoint RUN_DIR/in-t-<topic>.sock as well (who consumes what is
-the caller's business: the bus names no actor and no topic). A publisher keeps one PUSH
-socket per consumer endpoint. Unlike PUB/SUB there is no subscription to wait for (a
-PUSH queues until its peer is back) and nothing is dropped silently: a full queue is
-a refused send, and a topic whose endpoint nobody has bound has no consumer; the
-publisher counts both. Once connected, a PUSH queues while its consumer restarts.
+A consumer listens on an AF_UNIX SEQPACKET socket at RUN_DIR/in-<name>.sock and, for
+each data topic it consumes, at the topic's endpoint RUN_DIR/in-t-<topic>.sock as well
+(who consumes what is the caller's business: the bus names no actor and no topic). A
+publisher keeps one connection per consumer endpoint; a message is one frame:
+[topic length: 1 byte][topic][frame].
 
-What a publisher can count about a consumer that died (each PUSH has a monitor: zmq
-tells it when its consumer connects and disconnects):
-- a frame pushed while the consumer is known to be down is HELD: it waits in our queue
-  (at most PUSH_HWM frames) and its next incarnation gets it; once the queue is full,
-  REFUSED. Held frames of a consumer that never comes back stay queued, counted as held.
-- a route to an endpoint zmq cannot use (a bad `inbox` in a bind) is BAD_ENDPOINT.
-What it cannot count: the frames pushed in the moment between the consumer's death and
-zmq noticing it (monitor events come from zmq's I/O thread), and those already in the
-dead consumer's socket buffers or its queue: SENT for us, and its next incarnation does
-not know the numbers its predecessor saw, so they are lost without a count anywhere.
+Why not zmq, as the broker: a zmq message between processes wakes four threads (the
+sender's I/O thread, the receiver's, then the receiving application through its
+mailbox); a Unix socket wakes the receiver alone. One hop costs 53 us round trip
+instead of 179-309 (docs/PERFORMANCE.md), and a ping through a router crosses twelve.
+SEQPACKET keeps message boundaries, has no per-receiver queue limit for a connected
+pair (SOCK_DGRAM's max_dgram_qlen is 10) and is flow-controlled by the sender's buffer:
+the queue towards a consumer is bounded in bytes, and a full one is a refused send.
+
+What a publisher can count (nothing is dropped silently):
+- SENT: in the consumer's queue.
+- REFUSED: the queue is full (the consumer is behind), or the backlog below is.
+- NO_CONSUMER: nobody has ever listened at the topic's endpoint.
+- HELD: the consumer is down (its connection broke, or it is not listening again yet):
+  the frame waits in our backlog (at most HOLD_FRAMES frames) and goes, in order, as
+  soon as a new incarnation listens (tried at each send and whenever the caller runs
+  retry(), which the actor loop does while anything is held).
+- BAD_ENDPOINT: a route that is not an endpoint of ours (a bad `inbox` in a bind).
+What it cannot count: frames already in the queue of a consumer that died (SENT for us;
+its next incarnation does not know them).
 """
 from __future__ import annotations
 
+import errno
 import os
+import socket
 import struct
-
-import zmq
+from collections import deque
 
 from .rundir import RunDir
 
-HWM = 50_000        # inbox: frames waiting to be read
-PUSH_HWM = 2_000    # per consumer: a dead consumer must not grow our memory
+MAX_ITEMS = 128          # items a publisher puts in one data frame (128 full datagrams: ~185 KB)
+MAX_FRAME = 1 << 20      # the largest message read; a larger one is dropped and counted
+SNDBUF = 4 << 20         # per connection: what a consumer may fall behind by, in bytes (~2,800 full datagrams)
+HOLD_FRAMES = 2_000      # per consumer that is down: a dead consumer must not grow our memory
+LISTEN_BACKLOG = 128
 
 SENT, REFUSED, NO_CONSUMER = True, False, None
 
@@ -39,10 +50,9 @@ class _Status(str):
 
 
 HELD = _Status("held")                  # queued for a consumer that is down
-BAD_ENDPOINT = _Status("bad endpoint")  # an endpoint zmq refuses (a bad route)
-_MONITORED = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED
-_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
+BAD_ENDPOINT = _Status("bad endpoint")  # an endpoint that is not ours (a bad route)
 _EVENT_ID = struct.Struct("=H")
+_GONE = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ECONNREFUSED, errno.ENOENT)
 
 
 def event_kind(frames: list[bytes]) -> int:
@@ -52,35 +62,6 @@ def event_kind(frames: list[bytes]) -> int:
     return _EVENT_ID.unpack_from(frames[0])[0]
 
 
-class _Push:
-    """One PUSH socket towards one consumer endpoint, and what its monitor said."""
-
-    __slots__ = ("sock", "monitor", "down")
-
-    def __init__(self, sock: zmq.Socket):
-        self.sock = sock
-        self.monitor = sock.get_monitor_socket(_MONITORED)
-        self.down = False  # the consumer disconnected and has not come back (yet)
-
-    def events(self) -> None:
-        """Take what the monitor has said (cheap when nothing: one getsockopt)."""
-        monitor = self.monitor
-        while monitor.getsockopt(_EVENTS) & _POLLIN:
-            kind = event_kind(monitor.recv_multipart())
-            if kind == zmq.EVENT_DISCONNECTED:
-                self.down = True
-            elif kind == zmq.EVENT_CONNECTED:
-                self.down = False
-
-    def close(self) -> None:
-        try:
-            self.sock.disable_monitor()
-        except zmq.ZMQError:
-            pass
-        self.monitor.close()
-        self.sock.close()
-
-
 def _unlink(path) -> None:
     try:
         os.unlink(path)  # a stale endpoint of a previous incarnation
@@ -88,18 +69,90 @@ def _unlink(path) -> None:
         pass
 
 
-def bind_inbox(ctx: zmq.Context, run: RunDir, name: str, consumes=()) -> zmq.Socket:
-    """The PULL socket where `name` receives its data frames: its own inbox (for routes
-    made at run time, e.g. an STP port) and the endpoint of every topic in `consumes`."""
-    sock = ctx.socket(zmq.PULL)
-    sock.setsockopt(zmq.RCVHWM, HWM)
-    sock.setsockopt(zmq.LINGER, 0)
-    _unlink(run.inbox_path(name))
-    sock.bind(run.inbox(name))
-    for topic in consumes:
-        _unlink(run.topic_inbox_path(topic))
-        sock.bind(run.topic_inbox(topic))
-    return sock
+def _path_of(endpoint) -> str | None:
+    """The socket path of an `ipc://PATH` endpoint (RunDir.inbox's form), else None."""
+    if isinstance(endpoint, str) and endpoint.startswith("ipc://") and len(endpoint) > 6:
+        path = endpoint[6:]
+        return path if "\x00" not in path and len(path.encode()) < 108 else None
+    return None
+
+
+class Inbox:
+    """Where a consumer receives: listening sockets (its own inbox, one per consumed
+    topic) and a connection per publisher. The caller polls `listeners` and the
+    connections accept() gives, and calls read() on a connection that is readable."""
+
+    def __init__(self, run: RunDir, name: str, consumes=()):
+        self.paths = [run.inbox_path(name), *(run.topic_inbox_path(t) for t in consumes)]
+        self.listeners: list[socket.socket] = []
+        self.conns: dict[int, socket.socket] = {}
+        self._buf = bytearray(MAX_FRAME)
+        self._view = memoryview(self._buf)
+        self.truncated = 0  # messages larger than MAX_FRAME (dropped)
+        try:
+            for path in self.paths:
+                _unlink(path)
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                self.listeners.append(sock)
+                sock.bind(str(path))
+                sock.listen(LISTEN_BACKLOG)
+                sock.setblocking(False)
+        except OSError:
+            self.close()
+            raise
+
+    def accept(self, listener: socket.socket) -> list[socket.socket]:
+        """The publishers waiting to connect (non-blocking)."""
+        new = []
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return new
+            except OSError:
+                return new  # too many files, a connection that went meanwhile: next time
+            conn.setblocking(False)
+            self.conns[conn.fileno()] = conn
+            new.append(conn)
+
+    def read(self, conn: socket.socket, limit: int) -> tuple[list[list[bytes]], bool]:
+        """Up to `limit` frames as [topic, frame]; and whether the publisher has gone
+        (then the caller stops polling it and calls drop())."""
+        frames, buf, view = [], self._buf, self._view
+        for _ in range(limit):
+            try:
+                n = conn.recv_into(buf, 0, socket.MSG_TRUNC)
+            except (BlockingIOError, InterruptedError):
+                return frames, False
+            except OSError:
+                return frames, True
+            if n == 0:
+                return frames, True  # the publisher closed (we never send an empty message)
+            if n > MAX_FRAME or n < 1 or 1 + buf[0] > n:
+                self.truncated += 1
+                frames.append([b"", b""])  # counted by the caller as a bad frame
+                continue
+            end = 1 + buf[0]
+            frames.append([bytes(view[1:end]), bytes(view[end:n])])
+        return frames, False
+
+    def drop(self, conn: socket.socket) -> None:
+        self.conns.pop(conn.fileno(), None)
+        conn.close()
+
+    def close(self) -> None:
+        for conn in list(self.conns.values()):
+            conn.close()
+        self.conns.clear()
+        for sock in self.listeners:
+            sock.close()
+        self.listeners.clear()
+
+
+def bind_inbox(run: RunDir, name: str, consumes=()) -> Inbox:
+    """`name`'s inbox: its own endpoint (for routes made at run time, e.g. an STP port)
+    and the endpoint of every topic in `consumes`."""
+    return Inbox(run, name, consumes)
 
 
 def unlink_inbox(run: RunDir, name: str, consumes=()) -> None:
@@ -108,15 +161,81 @@ def unlink_inbox(run: RunDir, name: str, consumes=()) -> None:
         _unlink(run.topic_inbox_path(topic))
 
 
-class DirectOut:
-    """PUSH sockets towards consumers' inboxes, created on first use."""
+class _Conn:
+    """Our connection to one consumer endpoint, and what waits for it while it is down."""
 
-    def __init__(self, ctx: zmq.Context, run: RunDir):
-        self.ctx = ctx
+    __slots__ = ("path", "sock", "down", "held")
+
+    def __init__(self, path: str):
+        self.path = path
+        self.sock: socket.socket | None = None
+        self.down = False
+        self.held: deque = deque()
+
+    def open(self) -> bool:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            try:  # as root (the lab) past net.core.wmem_max; otherwise what the kernel allows
+                sock.setsockopt(socket.SOL_SOCKET, 32, SNDBUF)  # SO_SNDBUFFORCE
+            except OSError:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
+            sock.setblocking(False)
+            sock.connect(self.path)
+        except OSError:
+            sock.close()
+            return False
+        self.sock, self.down = sock, False
+        return True
+
+    def lost(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        self.down = True
+
+    def push(self, parts) -> bool | None:
+        """True sent, False full, None the consumer is gone."""
+        try:
+            self.sock.sendmsg(parts)
+            return True
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as exc:
+            if exc.errno in _GONE:
+                self.lost()
+                return None
+            return False  # EMSGSIZE, ENOBUFS: this frame only
+
+    def flush_held(self) -> bool:
+        """Send what was held, in order; True when nothing is left."""
+        while self.held:
+            sent = self.push(self.held[0])
+            if not sent:
+                return False
+            self.held.popleft()
+        return True
+
+    def hold(self, parts) -> bool | _Status:
+        if len(self.held) >= HOLD_FRAMES:
+            return REFUSED
+        self.held.append(parts)
+        return HELD
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
+class DirectOut:
+    """Connections towards consumers' inboxes, made on first use."""
+
+    def __init__(self, run: RunDir):
         self.run = run
-        self._socks: dict[str, _Push] = {}
+        self._conns: dict[str, _Conn] = {}
         self._routes: dict[bytes, str] = {}  # topic -> endpoint, set at run time
-        self._by_topic: dict[bytes, _Push | _Status] = {}  # what send() found for each topic
+        self._by_topic: dict[bytes, _Conn | _Status] = {}  # what send() found for each topic
+        self.holding = 0  # connections with frames held (the caller retries while > 0)
 
     def route(self, topic: bytes, endpoint: str) -> None:
         """Frames of `topic` go to `endpoint` (e.g. an application's inbox for its STP port)."""
@@ -127,59 +246,89 @@ class DirectOut:
         self._routes.pop(topic, None)
         self._by_topic.pop(topic, None)
 
-    def _connect(self, topic: bytes) -> _Push | None | _Status:
+    def _connect(self, topic: bytes) -> _Conn | None | _Status:
         endpoint = self._routes.get(topic)
         if endpoint is None:
-            # A topic's consumer binds its endpoint; until one has, there is nobody to
-            # queue for. Once connected, a PUSH queues across a restart of its consumer.
-            if not self.run.topic_inbox_path(topic).exists():
+            # A topic's consumer listens at its endpoint; until one has, there is nobody to
+            # hold frames for. Once reached, frames are held while it restarts.
+            path = str(self.run.topic_inbox_path(topic))
+            if not os.path.exists(path):
                 return None
-            endpoint = self.run.topic_inbox(topic)
-        push = self._socks.get(endpoint)
-        if push is None:
-            sock = self.ctx.socket(zmq.PUSH)
-            sock.setsockopt(zmq.SNDHWM, PUSH_HWM)
-            sock.setsockopt(zmq.LINGER, 200)
-            try:
-                push = _Push(sock)
-                sock.connect(endpoint)
-            except (zmq.ZMQError, TypeError, ValueError):
-                if push is not None:
-                    push.close()
-                else:
-                    sock.close()
+        else:
+            path = _path_of(endpoint)
+            if path is None:
                 return BAD_ENDPOINT
-            self._socks[endpoint] = push
-        return push
+        conn = self._conns.get(path)
+        if conn is None:
+            conn = _Conn(path)
+            if not conn.open():
+                return BAD_ENDPOINT if endpoint is not None else None
+            self._conns[path] = conn
+        return conn
 
     def send(self, topic: bytes, frame: bytes) -> bool | None | _Status:
-        """SENT (True), REFUSED (False: the consumer's queue is full), NO_CONSUMER (None),
-        HELD (queued for a consumer that is down) or BAD_ENDPOINT."""
-        push = self._by_topic.get(topic)
-        if push is None:
-            push = self._connect(topic)
-            if push is None:
+        """SENT (True), REFUSED (False), NO_CONSUMER (None), HELD or BAD_ENDPOINT."""
+        conn = self._by_topic.get(topic)
+        if conn is None:
+            conn = self._connect(topic)
+            if conn is None:
                 return NO_CONSUMER
-            self._by_topic[topic] = push  # a bad endpoint too: refused again until rerouted
-        if push is BAD_ENDPOINT:
+            self._by_topic[topic] = conn  # a bad endpoint too: refused again until rerouted
+        if conn is BAD_ENDPOINT:
             return BAD_ENDPOINT
-        push.events()
-        try:
-            push.sock.send_multipart((topic, frame), zmq.NOBLOCK)
-        except zmq.Again:
-            return REFUSED
-        return HELD if push.down else SENT
+        parts = (bytes((len(topic),)) + topic, frame)
+        if conn.sock is None and not self._reopen(conn):
+            return self._hold(conn, parts)
+        if conn.held and not self._flush(conn):
+            return self._hold(conn, parts)
+        sent = conn.push(parts)
+        if sent is None:  # it died since: a new one may listen already
+            if self._reopen(conn) and conn.push(parts):
+                return SENT
+            return self._hold(conn, parts)
+        return SENT if sent else REFUSED
+
+    def _reopen(self, conn: _Conn) -> bool:
+        return conn.open() and self._flush(conn)
+
+    def _flush(self, conn: _Conn) -> bool:
+        had = bool(conn.held)
+        done = conn.flush_held()
+        if had and done:
+            self.holding -= 1
+        return done
+
+    def _hold(self, conn: _Conn, parts) -> bool | _Status:
+        if not conn.held:
+            self.holding += 1
+        return conn.hold(parts)
+
+    def retry(self) -> None:
+        """Try again to deliver what is held for consumers that were down."""
+        if not self.holding:
+            return
+        for conn in self._conns.values():
+            if conn.held and (conn.sock is not None or conn.open()):
+                self._flush(conn)
 
     def is_down(self, topic: bytes) -> bool:
         """Whether the consumer of `topic` (once reached) is known to be down now."""
-        push = self._by_topic.get(topic)
-        if push is None or push is BAD_ENDPOINT:
+        conn = self._by_topic.get(topic)
+        if conn is None or conn is BAD_ENDPOINT:
             return False
-        push.events()
-        return push.down
+        if conn.sock is not None:
+            try:  # a consumer that closed makes our end readable, at EOF
+                if conn.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
+                    conn.lost()
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError:
+                conn.lost()
+        return conn.down
 
     def close(self) -> None:
-        for push in self._socks.values():
-            push.close()
-        self._socks.clear()
+        for conn in self._conns.values():
+            conn.close()
+        self._conns.clear()
         self._by_topic.clear()
+        self.holding = 0
