@@ -659,6 +659,9 @@ class Actor:
                 if self.direct.holding:  # frames wait for a consumer to come back
                     timeout = min(timeout, HOLD_RETRY_MS)
                 self._sleeping = True
+                if self._stopping:  # a signal landed after the loop's check: no long poll
+                    self._sleeping = False
+                    break
                 try:
                     ready = poll(timeout)
                 except _Stop:
