@@ -13,15 +13,15 @@ import logging
 import math
 import os
 import signal
+import struct
 import time
 from collections import Counter
 from typing import Any, Callable
 
 import zmq
 
-from .codec import HELLO, FrameError, pack, unpack
-from .direct import (BAD_ENDPOINT, HELD, MAX_ITEMS, NO_CONSUMER, REFUSED, DirectOut, bind_inbox, event_kind,
-                     unlink_inbox)
+from .codec import HELLO, FrameError, FrameStamper, pack, unpack
+from .direct import BAD_ENDPOINT, HELD, MAX_ITEMS, NO_CONSUMER, REFUSED, DirectOut, bind_inbox, unlink_inbox
 from .latency import StageClock
 from .rundir import RunDir
 
@@ -36,6 +36,7 @@ MAX_SENDERS = 4096      # (publisher, topic) pairs whose sequence numbers we fol
 HOLD_RETRY_MS = 20      # while frames are held for a consumer that is down: how often to try it
 INBOX_HOLD_MAX_S = 1.0  # the longest a (re)started actor leaves its inbox unread for missing state
 _EVENTS, _POLLIN, _POLLOUT = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.POLLOUT)  # plain ints: no enum wrapping per packet
+_EVENT_ID = struct.Struct("=H")
 
 
 Handler = Callable[[bytes, dict], None]
@@ -64,6 +65,13 @@ class Reply:
 
 class _Stop(Exception):
     """Raised by the signal handler to end a poll early on SIGTERM/SIGINT."""
+
+
+def event_kind(frames: list[bytes]) -> int:
+    """The event of a zmq monitor message (its first frame: u16 event, u32 value).
+    Decoded here: pyzmq's parse_monitor_message lives in a module that imports asyncio
+    and ssl, megabytes in every actor for two integers."""
+    return _EVENT_ID.unpack_from(frames[0])[0]
 
 
 def monotonic_ms() -> int:
@@ -136,7 +144,7 @@ class Actor:
         self._writers: dict[int, Callable[[], None]] = {}
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
         self._timer_seq = itertools.count()
-        self._seq: dict[bytes, int] = {}
+        self._stamp = FrameStamper(name)  # our name and per-topic sequence on every frame
         self._last_seen: dict[tuple[str, bytes], int] = {}
         self._out: dict[bytes, list] = {}
         self._owned: list[tuple[bytes, Callable[[], dict]]] = []
@@ -276,19 +284,12 @@ class Actor:
     def publish(self, topic: bytes, body: dict) -> bytes:
         """Send one frame through the broker now (state, control); returns it packed.
         Data goes with emit()."""
-        frame = self._pack(topic, body)
+        frame = self._stamp.pack(topic, body)
         # Copying beats zero-copy bookkeeping at these sizes. The broker copy costs
         # nothing unless someone (the tap) subscribes to the topic.
         self.pub.send_multipart((topic, frame))
         self.counters["frames_out"] += 1
         return frame
-
-    def _pack(self, topic: bytes, body: dict) -> bytes:
-        q = self._seq.get(topic, 0) + 1
-        self._seq[topic] = q
-        body["a"] = self.name
-        body["q"] = q
-        return pack(body)
 
     def _publish_data(self, topic: bytes, items: list) -> None:
         """Data frames of at most MAX_ITEMS each (a message on the direct path is bounded:
@@ -298,7 +299,7 @@ class Actor:
             for i in range(0, len(items), MAX_ITEMS):
                 self._publish_data(topic, items[i:i + MAX_ITEMS])
             return
-        frame = self._pack(topic, {"p": items, "t": time.monotonic_ns()})
+        frame = self._stamp.pack(topic, {"p": items, "t": time.monotonic_ns()})
         sent = self.direct.send(topic, frame)
         self.pub.send_multipart((topic, frame))
         self.counters["frames_out"] += 1
@@ -608,15 +609,15 @@ class Actor:
                 self.counters["timer_errors"] += 1
                 log.exception("event=timer_error actor=%s", self.name)
 
-    def _drain_sub(self, sub: zmq.Socket) -> None:
-        """Take up to DRAIN_LIMIT frames; the first is there (poll said so)."""
-        dispatch, from_broker = self._dispatch, sub is self.sub
+    def _drain_sub(self) -> None:
+        """Take up to DRAIN_LIMIT frames from the broker; the first is there (poll said so)."""
+        dispatch, sub = self._dispatch, self.sub
         for _ in range(DRAIN_LIMIT):
             try:
                 parts = sub.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            dispatch(parts, from_broker)
+            dispatch(parts)
             if not sub.getsockopt(_EVENTS) & _POLLIN:  # cheaper than raising Again
                 return
 
@@ -675,7 +676,7 @@ class Actor:
             busy = bool(ready)
             for sock, events in ready:
                 if sock is sub:
-                    self._drain_sub(sock)
+                    self._drain_sub()
                 elif sock is ctl:
                     self._serve_request()
                 elif sock in self._asker_socks:

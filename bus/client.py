@@ -9,7 +9,7 @@ from typing import Any, Iterator
 
 import zmq
 
-from .codec import HELLO, FrameError, pack, unpack
+from .codec import HELLO, FrameError, FrameStamper, pack, unpack
 from .direct import HELD, MAX_ITEMS, NO_CONSUMER, DirectOut, bind_inbox
 from .latency import StageClock
 from .rundir import RunDir, find_run_dir
@@ -91,7 +91,7 @@ class BusClient:
         self.no_consumer = 0
         self.direct_held = 0    # data items queued for a consumer that is down (see bus/direct.py)
         self.bad_frames = 0     # frames received that are not [topic, msgpack map]: dropped
-        self._seq: dict[bytes, int] = {}
+        self._stamp = FrameStamper(self.name)
         self._last_seen: dict[tuple[str, bytes], int] = {}
         self._subscribed: set[bytes] = set()
         self._held: deque = deque()  # frames received while waiting for our hello
@@ -114,16 +114,9 @@ class BusClient:
 
     def publish(self, topic: bytes, body: dict) -> bytes:
         """One frame through the broker (state, control); returns it packed."""
-        frame = self._pack(topic, body)
+        frame = self._stamp.pack(topic, body)
         self.pub.send_multipart((topic, frame))
         return frame
-
-    def _pack(self, topic: bytes, body: dict) -> bytes:
-        q = self._seq.get(topic, 0) + 1
-        self._seq[topic] = q
-        body["a"] = self.name
-        body["q"] = q
-        return pack(body)
 
     def send(self, topic: bytes, items: list) -> bool:
         if len(items) > MAX_ITEMS:  # a message on the direct path is bounded (bus/direct.py)
@@ -134,7 +127,7 @@ class BusClient:
     def _send(self, topic: bytes, items: list) -> bool:
         """A data frame of `items`: pushed to the topic's consumer (and to the broker for
         the tap). False, and counted in direct_drops, if it could not be handed over."""
-        frame = self._pack(topic, {"p": items, "t": time.monotonic_ns()})
+        frame = self._stamp.pack(topic, {"p": items, "t": time.monotonic_ns()})
         sent = self.direct.send(topic, frame)  # the consumer first; the tap's copy after
         self.pub.send_multipart((topic, frame))
         if sent is HELD:

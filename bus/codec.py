@@ -31,6 +31,23 @@ def unpack(data: bytes) -> dict:
     return body
 
 
+class FrameStamper:
+    """Packs a publisher's frames with its name (`a`) and its per-topic sequence (`q`)."""
+
+    __slots__ = ("name", "seq")
+
+    def __init__(self, name: str):
+        self.name = name
+        self.seq: dict[bytes, int] = {}  # topic -> the last q sent
+
+    def pack(self, topic: bytes, body: dict) -> bytes:
+        q = self.seq.get(topic, 0) + 1
+        self.seq[topic] = q
+        body["a"] = self.name
+        body["q"] = q
+        return pack(body)
+
+
 def digest(value) -> str:
     """A short fingerprint of a msgpack-able value: two copies of a state (an owner's and
     a consumer's) compare equal by it without either being shown whole."""

@@ -271,7 +271,7 @@ def test_publish_numbers_frames_per_topic(node):
     actor.flush()
     assert actor.counters["frames_out"] == 7
     assert actor.counters["items_out"] == 3
-    assert actor._seq == {b"s.a": 4, b"s.b": 2, b"d.c": 1}
+    assert actor._stamp.seq == {b"s.a": 4, b"s.b": 2, b"d.c": 1}
 
 
 def test_the_dispatcher_counts_gaps_per_publisher_and_topic(node):
@@ -563,7 +563,7 @@ def test_a_requiring_actor_says_hello_until_its_state_arrives(live, monkeypatch)
     assert got[0] == 5
     assert request(live.run, "needy", "status")["in_sync"] is True
     # in sync and announced: no more hellos after those already said
-    said = loop.call(lambda: needy._seq[HELLO])
+    said = loop.call(lambda: needy._stamp.seq[HELLO])
     heard = []
 
     def quiet():
@@ -591,7 +591,7 @@ def test_an_owner_republishes_what_it_owns_once_its_own_hello_comes_back(live):
     _topic, body = recv_until(early, lambda t, b: t == STATE, what="the owned state")
     assert (body["v"], body["a"]) == (42, "owner")
     assert owner._announced
-    assert early._seq == {}              # the early subscriber published nothing
+    assert early._stamp.seq == {}              # the early subscriber published nothing
 
 
 # ---- requests ---------------------------------------------------------------------------
@@ -891,14 +891,14 @@ def test_hellos_from_a_flood_are_answered_at_a_bounded_rate(live, monkeypatch):
     watcher.subscribe(STATE)
     watcher.wait_ready()
     time.sleep(0.2)
-    start_q = loop.call(lambda: owner._seq[STATE])
+    start_q = loop.call(lambda: owner._stamp.seq[STATE])
     for _ in range(200):
         watcher.publish(HELLO, {})
     time.sleep(0.05)
     loop.call(lambda: state.update(v=9))
     _t, body = recv_until(watcher, lambda t, b: t == STATE and b["v"] == 9, what="the last republication")
     time.sleep(0.3)
-    published = loop.call(lambda: owner._seq[STATE]) - start_q
+    published = loop.call(lambda: owner._stamp.seq[STATE]) - start_q
     assert 1 <= published <= 6, published
 
 

@@ -344,7 +344,8 @@ class RouterCore:
         teach a route (a batch received, new locators, a route hint)."""
         wait = self._route_wait
         if not wait or self._route_wait_version == self.table.version:
-            return self._expire_waiting(now)
+            self._expire_waiting(now)
+            return []
         self._route_wait_version = self.table.version
         actions, still = [], deque()
         for expires, args in wait:
@@ -366,12 +367,11 @@ class RouterCore:
         self._route_wait = still
         return actions
 
-    def _expire_waiting(self, now: int) -> list:
+    def _expire_waiting(self, now: int) -> None:
         wait = self._route_wait
         while wait and wait[0][0] <= now:
             wait.popleft()
             self.counters["no_route"] += 1
-        return []
 
     def _oversize(self, dst_nid: int, size: int) -> list:
         self.counters["oversize"] += 1
