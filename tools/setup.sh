@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what the node, the lab and the tests need: Debian packages (iproute2 for
 # the lab's namespaces, netcat/socat/iperf3 as real clients for end-to-end tests,
-# tshark to decode captures with tools/wireshark/ilnp.lua)
+# tshark to decode captures with tools/wireshark/ilnp.lua, tmux to show ilnp-status --watch
+# running in a terminal)
 # and the project itself, editable, into ./.venv. Idempotent: re-running is cheap.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(iproute2 netcat-openbsd socat iperf3 procps curl openssh-server openssh-client tshark)
+APT_PACKAGES=(iproute2 netcat-openbsd socat iperf3 procps curl openssh-server openssh-client tshark tmux)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
