@@ -66,7 +66,7 @@ def test_tap_sees_hello_and_state_frames(pair):
               "every owner's state")
         latest = {f["topic"]: f["body"] for f in frames}
         locators = {"body": latest["state.locators"]}
-        assert locators["body"]["cur"] == [0xA] and locators["body"]["a"] == "mobility"
+        assert locators["body"]["cur"] == ["0:0:0:a"] and locators["body"]["a"] == "mobility"
         assert "bob" in [row[0] for row in latest["state.hosts"]["hosts"]]
         tool(pair, "alice", "supervisorctl", "-c", "supervisord.conf", "restart", "discovery")
         until(lambda f: f["topic"] == "hello" and f["body"]["a"] == "discovery", "discovery's hello")
