@@ -2,6 +2,7 @@
 
     ilnp-lab up TOPOLOGY          (a path, or NAME for conf/lab/NAME.toml)
     ilnp-lab exec NODE -- CMD...
+    ilnp-lab link NODE BRIDGE up|down   (the node's interface to BRIDGE: a cable pulled)
     ilnp-lab status [--json]
     ilnp-lab down
 
@@ -94,16 +95,35 @@ def status(ctx, as_json):
         return
     click.echo(f"lab {st['lab']}: {st['phase']}  topology {st['topology']}")
     b = st["bridge"]
-    click.echo(f"  bridge  {b['namespace']} {b['bridge']}{'' if b['present'] else '  MISSING'}")
+    bridges = st.get("bridges") or {b["bridge"]: {"device": b["bridge"]}}
+    for name, spec in bridges.items():
+        subnets = " ".join(spec[f] for f in ("ipv4", "ipv6") if spec.get(f))
+        click.echo(f"  bridge  {name}: {b['namespace']} {spec['device']}"
+                   + (f"  {subnets}" if subnets else "") + ("  unicast only" if spec.get("unicast_only") else "")
+                   + ("" if b["present"] else "  MISSING"))
     for host, h in st["hosts"].items():
-        click.echo(f"  host    {host}: {h['namespace']} {h['iface']}<->{h['peer']}"
-                   f"{'' if h['present'] else '  MISSING'}")
+        links = h.get("links") or {h["iface"]: {"peer": h["peer"]}}
+        ends = "  ".join(f"{iface}<->{link['peer']}" + "".join(f" {a}" for a in link.get("addresses", []))
+                         + ("" if link.get("up", True) else " DOWN") for iface, link in links.items())
+        click.echo(f"  host    {host}: {h['namespace']} {ends}{'' if h['present'] else '  MISSING'}")
     for name, n in st["nodes"].items():
         pid = n.get("supervisord_pid")
         sup = f"supervisord {pid} {'alive' if n['supervisord_alive'] else 'DEAD'}" if pid else "not started"
         click.echo(f"  node    {name}: {n['namespace']}  {n['run_dir']}  {sup}")
         if n.get("programs"):
             click.echo("          " + "  ".join(f"{p} {s}" for p, s in n["programs"].items()))
+
+
+@cli.command()
+@click.argument("node")
+@click.argument("bridge")
+@click.argument("updown", metavar="up|down", type=click.Choice(["up", "down"]))
+@click.pass_context
+def link(ctx, node, bridge, updown):
+    """Set NODE's interface to BRIDGE up or down (its host's: nodes sharing it lose it too)."""
+    lab = _lab(ctx)
+    lab.set_link(node, bridge, updown == "up")
+    click.echo(f"{node} {bridge} {updown}")
 
 
 @cli.command()

@@ -6,6 +6,7 @@
         lab.exec("alice", ["supervisorctl", "-c", "supervisord.conf", "status"], check=True)
         p = lab.popen("bob", ["ilnp-tap"], stdout=subprocess.PIPE)
         lab.run_dir("alice"), lab.env("alice"), lab.namespace("alice")
+        lab.address("alice", "lan1"); lab.set_link("alice", "lan1", up=False)
 
 Every method needs root. Errors are LabError with a one-line message.
 """
@@ -22,7 +23,7 @@ import tomli_w
 
 from . import netns, procs
 from .errors import LabError
-from .names import (BRIDGE, NODE_IFACE, REPO_ROOT, RUN_BASE, bridge_ns, check_lab_name,
+from .names import (BRIDGE, REPO_ROOT, RUN_BASE, bridge_ns, check_lab_name,
                     host_ns, lab_dir, node_dir, ns_prefix, peer_name)
 from .node import NodeRef, node_env, popen_in, program_states, run_in, start_supervisord, wait_running
 from .state import read_state, write_state
@@ -92,6 +93,33 @@ class Lab:
         """os.environ plus ILNP_CONF, ILNP_RUN_DIR, ILNP_NODE, ILNP_LAB, PATH, PYTHONPATH."""
         return node_env(self.node(node))
 
+    def links(self, node: str) -> dict[str, dict]:
+        """The node's host's interfaces, one per bridge, in order:
+        {bridge: {"peer": ..., "addresses": ["10.1.0.2/24", "fd00:1::2/64"]}}."""
+        self.node(node)                       # not up, unknown node: its one-line error
+        state = self.state() or {}
+        host = state["nodes"][node]["host"]
+        return _host_links(state["hosts"][host])
+
+    def address(self, node: str, bridge: str, family: str = "ipv4") -> str:
+        """The node's address on `bridge` ("ipv4" or "ipv6"), without its prefix length."""
+        links = self.links(node)
+        if bridge not in links:
+            raise LabError(f"node {node} is not on bridge {bridge!r} (its bridges: {', '.join(links)})")
+        for address in links[bridge].get("addresses", []):
+            if (":" in address) == (family == "ipv6"):
+                return address.split("/")[0]
+        raise LabError(f"bridge {bridge} gives no {family} address (its topology declares no {family} subnet)")
+
+    def set_link(self, node: str, bridge: str, up: bool) -> None:
+        """Set the node's interface to `bridge` up or down (a cable pulled, and put back).
+        Nodes sharing the host lose it too: it is the host's."""
+        require_root()
+        links = self.links(node)
+        if bridge not in links:
+            raise LabError(f"node {node} is not on bridge {bridge!r} (its bridges: {', '.join(links)})")
+        netns.set_link(self.namespace(node), bridge, up)
+
     def argv(self, node: str, argv: list[str]) -> list[str]:
         """The argv that runs `argv` in the node's namespace (use with env=lab.env(node))."""
         return netns.exec_argv(self.namespace(node), list(argv))
@@ -146,13 +174,17 @@ class Lab:
 
     def _build(self, topo: Topology, start: bool, timeout: float) -> None:
         hosts = topo.hosts()
+        bns = bridge_ns(self.name)
         state = {
             "lab": self.name, "phase": "plumbing", "topology": str(topo.path), "repo": str(self.repo),
             "supervisord_conf": str(self.supervisord_conf), "started": start,
-            "bridge": {"namespace": bridge_ns(self.name), "bridge": BRIDGE},
-            "hosts": {h: {"namespace": host_ns(self.name, h), "iface": NODE_IFACE,
-                          "peer": peer_name(i, h), "netns_inode": None} for i, h in enumerate(hosts)},
+            "bridge": {"namespace": bns, "bridge": topo.bridges[0].device},
+            "bridges": {b.name: {"device": b.device, "unicast_only": b.unicast_only,
+                                 "ipv4": b.ipv4 and str(b.ipv4), "ipv6": b.ipv6 and str(b.ipv6)}
+                        for b in topo.bridges},
+            "hosts": {h: _host_entry(topo, self.name, i, h) for i, h in enumerate(hosts)},
             "nodes": {n.name: {"host": n.host, "namespace": host_ns(self.name, n.host),
+                               "bridges": list(n.bridges),
                                "run_dir": str(node_dir(self.name, n.name)),
                                "conf": str(node_dir(self.name, n.name) / "node.toml"),
                                "supervisord_pid": None} for n in topo.nodes},
@@ -166,12 +198,19 @@ class Lab:
             conf.write_text(tomli_w.dumps(spec.config))
             check_node_config(spec.name, conf)
 
-        netns.make_bridge(state["bridge"]["namespace"])
+        netns.make_bridge_ns(bns)
+        for b in topo.bridges:
+            netns.make_bridge(bns, b.device)
         for entry in state["hosts"].values():
-            netns.make_host(entry["namespace"], state["bridge"]["namespace"], entry["peer"])
+            netns.make_host(entry["namespace"])
             entry["netns_inode"] = netns.inode(entry["namespace"])
             write_state(self.name, state)
-        netns.wait_link_local([e["namespace"] for e in state["hosts"].values()])
+            for bridge, link in entry["links"].items():
+                spec = topo.bridge(bridge)
+                netns.attach(entry["namespace"], bridge, bns, spec.device, link["peer"],
+                             link["addresses"], spec.unicast_only)
+        _static_neighbours(topo, state["hosts"])
+        netns.wait_link_local([(e["namespace"], b) for e in state["hosts"].values() for b in e["links"]])
 
         if start:
             state["phase"] = "starting"
@@ -210,9 +249,14 @@ class Lab:
         bns = bridge_ns(lab)
         if bns in namespaces:
             for h in hosts.values():
-                if isinstance(h, dict) and h.get("peer"):
-                    netns.ip("-n", bns, "link", "del", h["peer"], check=False)
-            netns.ip("-n", bns, "link", "del", BRIDGE, check=False)
+                for link in _host_links(h).values():
+                    if isinstance(link, dict) and isinstance(link.get("peer"), str):
+                        netns.ip("-n", bns, "link", "del", link["peer"], check=False)
+            bridges = state.get("bridges") if isinstance(state.get("bridges"), dict) else {}
+            devices = {b.get("device") for b in bridges.values() if isinstance(b, dict)} | {BRIDGE}
+            for device in devices:
+                if isinstance(device, str):
+                    netns.ip("-n", bns, "link", "del", device, check=False)
         for ns in sorted(namespaces, key=lambda n: n == bns):        # hosts first, bridge last
             netns.delete(ns)
         shutil.rmtree(lab_dir(lab), ignore_errors=True)
@@ -236,11 +280,55 @@ class Lab:
         state["bridge"]["present"] = state["bridge"]["namespace"] in present
         for h in state["hosts"].values():
             h["present"] = h["namespace"] in present
+            for bridge, link in _host_links(h).items():
+                live = netns.link_state(h["namespace"], bridge) if h["present"] else None
+                link["present"], link["up"] = live is not None, bool(live and live["up"])
         for name, n in state["nodes"].items():
             pid = n.get("supervisord_pid")
             n["supervisord_alive"] = bool(pid) and procs.alive(pid)
             n["programs"] = program_states(self.node(name), timeout=5) if n["supervisord_alive"] else None
         return state
+
+
+def _host_entry(topo: Topology, lab: str, index: int, host: str) -> dict:
+    """A host's state: its namespace and, per bridge, its veth's peer and addresses
+    ("iface"/"peer": its first link, as before there were several)."""
+    bridges = topo.host_bridges(host)
+    links = {b: {"peer": peer_name(index, host, j),
+                 "addresses": [a for _, a in sorted(topo.addresses(host, b).items())]}
+             for j, b in enumerate(bridges)}
+    return {"namespace": host_ns(lab, host), "number": topo.host_number(host), "iface": bridges[0],
+            "peer": links[bridges[0]]["peer"], "links": links, "netns_inode": None}
+
+
+def _host_links(entry) -> dict:
+    """A host's links from its state entry (a state of a lab made before there were
+    several bridges has only "iface" and "peer")."""
+    if not isinstance(entry, dict):
+        return {}
+    links = entry.get("links")
+    if isinstance(links, dict):
+        return links
+    if isinstance(entry.get("iface"), str):
+        return {entry["iface"]: {"peer": entry.get("peer"), "addresses": []}}
+    return {}
+
+
+def _static_neighbours(topo: Topology, hosts: dict) -> None:
+    """On a bridge that floods neither multicast nor broadcast, ARP and neighbour
+    discovery cannot work: every host there gets a permanent entry for every other
+    host's addresses."""
+    for bridge in topo.bridges:
+        if not bridge.unicast_only:
+            continue
+        members = [(h, e) for h, e in hosts.items() if bridge.name in e["links"]]
+        macs = {h: netns.mac(e["namespace"], bridge.name) for h, e in members}
+        for h, e in members:
+            for other, _ in members:
+                if other == h:
+                    continue
+                for address in topo.addresses(other, bridge.name).values():
+                    netns.add_neighbour(e["namespace"], bridge.name, address.split("/")[0], macs[other])
 
 
 @contextmanager

@@ -13,12 +13,14 @@ from .errors import LabError
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RUN_BASE = Path("/run/ilnp")
 BRIDGE_HOST = "br"        # the bridge's namespace is <lab>-br, so no host may be called br
-BRIDGE = "br0"
-NODE_IFACE = "eth0"       # the veth end inside every host namespace
+BRIDGE = "br0"            # the default bridge's device (a topology without [bridges])
+NODE_IFACE = "eth0"       # the veth end inside every host namespace on the default bridge
 IFNAMSIZ = 15             # Linux limit on interface names (without the NUL)
 
 _LAB = re.compile(r"^[A-Za-z0-9_]{1,12}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+# a bridge's name is the interface name inside its hosts: no dash, so never a veth peer's
+_BRIDGE = re.compile(r"^[a-z][a-z0-9_]{0,14}$")
 
 
 def check_lab_name(name: str) -> str:
@@ -36,6 +38,15 @@ def check_name(kind: str, name: str) -> str:
     return name
 
 
+def check_bridge_name(name: str) -> str | None:
+    """None when `name` can name a bridge, else why not."""
+    if not isinstance(name, str) or not _BRIDGE.match(name):
+        return "1-15 lower-case letters, digits or _, starting with a letter (an interface name)"
+    if name == "lo":
+        return "lo is the loopback interface"
+    return None
+
+
 def bridge_ns(lab: str) -> str:
     return f"{lab}-{BRIDGE_HOST}"
 
@@ -48,9 +59,10 @@ def ns_prefix(lab: str) -> str:
     return f"{lab}-"
 
 
-def peer_name(index: int, host: str) -> str:
-    """The bridge-side veth end of host number `index` (unique by the index)."""
-    return f"v{index}-{host}"[:IFNAMSIZ]
+def peer_name(index: int, host: str, link: int = 0) -> str:
+    """The bridge-side veth end of host number `index` on its link number `link` (its
+    bridges in order): v3-alice, v3b1-alice, ... (unique by the numbers before the dash)."""
+    return (f"v{index}-{host}" if link == 0 else f"v{index}b{link}-{host}")[:IFNAMSIZ]
 
 
 def lab_dir(lab: str) -> Path:

@@ -1,8 +1,9 @@
 """Namespace, bridge and veth plumbing, all through iproute2.
 
-Everything is created inside the lab's namespaces: the veth is made in the host
-namespace and its peer is put straight into the bridge namespace, so nothing ever
-appears in the root namespace or touches the machine's real interfaces.
+Everything is created inside the lab's namespaces: every bridge lives in the lab's
+bridge namespace, each veth is made in its host namespace and its peer is put straight
+into the bridge namespace, so nothing ever appears in the root namespace or touches
+the machine's real interfaces.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import time
 from pathlib import Path
 
 from .errors import LabError
-from .names import BRIDGE, NODE_IFACE
+from .names import NODE_IFACE
 
 NETNS_DIR = Path("/run/netns")
 
@@ -87,23 +88,73 @@ def write_sysctls(ns: str, values: dict[str, str]) -> None:
         raise LabError(f"sysctl in {ns} failed: {' '.join(r.stderr.split()) or r.returncode}")
 
 
-def make_bridge(ns: str) -> None:
-    """Namespace `ns` with br0: a plain L2 switch that floods multicast (no snooping)."""
+def make_bridge_ns(ns: str) -> None:
+    """The namespace the lab's bridges live in."""
     add(ns)
-    # The bridge only switches frames; without IPv6 of its own it adds no RS/MLD noise.
+    # The bridges only switch frames; without IPv6 of their own they add no RS/MLD noise.
     write_sysctls(ns, {"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"})
-    ip("-n", ns, "link", "add", BRIDGE, "type", "bridge", "mcast_snooping", "0")
-    ip("-n", ns, "link", "set", BRIDGE, "up")
 
 
-def make_host(ns: str, bridge_ns: str, peer: str) -> None:
-    """Namespace `ns` with eth0, whose peer `peer` is a port of br0 in `bridge_ns`."""
+def make_bridge(ns: str, device: str) -> None:
+    """Bridge `device` in namespace `ns`: a plain L2 switch that floods multicast (no snooping)."""
+    ip("-n", ns, "link", "add", device, "type", "bridge", "mcast_snooping", "0")
+    ip("-n", ns, "link", "set", device, "up")
+
+
+def make_host(ns: str) -> None:
+    """A host namespace, ready for its veths (attach)."""
     add(ns)
-    # DAD off before eth0 exists, so its link-local address is usable at once.
+    # DAD off before any veth exists, so its addresses are usable at once.
     write_sysctls(ns, {"net.ipv6.conf.all.accept_dad": "0", "net.ipv6.conf.default.accept_dad": "0"})
-    ip("-n", ns, "link", "add", NODE_IFACE, "type", "veth", "peer", "name", peer, "netns", bridge_ns)
-    ip("-n", bridge_ns, "link", "set", peer, "master", BRIDGE, "up")
-    ip("-n", ns, "link", "set", NODE_IFACE, "up")
+
+
+def attach(ns: str, iface: str, bridge_ns: str, device: str, peer: str,
+           addresses: list[str] = (), unicast_only: bool = False) -> None:
+    """Interface `iface` in host namespace `ns`, whose peer `peer` is a port of bridge
+    `device` in `bridge_ns`, with `addresses` ("10.1.0.2/24", "fd00:1::2/64").
+    unicast_only: the port floods neither multicast nor broadcast to its host (so ARP
+    and neighbour discovery cannot work either: see add_neighbour)."""
+    ip("-n", ns, "link", "add", iface, "type", "veth", "peer", "name", peer, "netns", bridge_ns)
+    ip("-n", bridge_ns, "link", "set", peer, "master", device)
+    if unicast_only:
+        ip("-n", bridge_ns, "link", "set", peer, "type", "bridge_slave", "mcast_flood", "off",
+           "bcast_flood", "off")
+    ip("-n", bridge_ns, "link", "set", peer, "up")
+    for address in addresses:
+        family = "-6" if ":" in address else "-4"
+        extra = ["nodad"] if family == "-6" else ["broadcast", "+"]
+        ip("-n", ns, family, "addr", "add", address, "dev", iface, *extra)
+    ip("-n", ns, "link", "set", iface, "up")
+
+
+def mac(ns: str, dev: str) -> str | None:
+    out = ip("-j", "-n", ns, "link", "show", "dev", dev, check=False)
+    try:
+        return json.loads(out or "[]")[0].get("address")
+    except (ValueError, IndexError, AttributeError):
+        return None
+
+
+def add_neighbour(ns: str, dev: str, address: str, lladdr: str) -> None:
+    """A permanent neighbour entry (ARP, IPv6 neighbour discovery): unicast on a bridge
+    that floods neither multicast nor broadcast."""
+    ip("-n", ns, "neigh", "replace", address, "lladdr", lladdr, "dev", dev, "nud", "permanent")
+
+
+def set_link(ns: str, dev: str, up: bool) -> None:
+    ip("-n", ns, "link", "set", dev, "up" if up else "down")
+
+
+def link_state(ns: str, dev: str) -> dict | None:
+    """{"up": administratively up, "operstate": "UP"/"DOWN"/..., "addresses": [...]}, None if absent."""
+    out = ip("-j", "-n", ns, "addr", "show", "dev", dev, check=False)
+    try:
+        link = json.loads(out or "[]")[0]
+    except (ValueError, IndexError):
+        return None
+    return {"up": "UP" in link.get("flags", []), "operstate": link.get("operstate"),
+            "addresses": [f"{a['local']}/{a['prefixlen']}" for a in link.get("addr_info", [])
+                          if a.get("scope") == "global"]}
 
 
 def link_local(ns: str, dev: str = NODE_IFACE) -> str | None:
@@ -121,16 +172,18 @@ def link_local(ns: str, dev: str = NODE_IFACE) -> str | None:
     return None
 
 
-def wait_link_local(namespaces: list[str], timeout: float = 10.0) -> None:
+def wait_link_local(namespaces: list[str] | list[tuple[str, str]], timeout: float = 10.0) -> None:
+    """Until every (namespace, interface) has a usable link-local address (a bare
+    namespace: its eth0)."""
     deadline = time.monotonic() + timeout
-    pending = list(namespaces)
+    pending = [(x, NODE_IFACE) if isinstance(x, str) else tuple(x) for x in namespaces]
     while pending:
-        pending = [ns for ns in pending if link_local(ns) is None]
+        pending = [(ns, dev) for ns, dev in pending if link_local(ns, dev) is None]
         if not pending:
             return
         if time.monotonic() > deadline:
-            raise LabError(f"no usable IPv6 link-local address on {NODE_IFACE} in {pending[0]}"
-                           f" after {timeout:g}s")
+            ns, dev = pending[0]
+            raise LabError(f"no usable IPv6 link-local address on {dev} in {ns} after {timeout:g}s")
         time.sleep(0.05)
 
 
