@@ -52,6 +52,7 @@ class NodeConfig:
     route_lifetime_ms: int = 30_000
     session_lifetime_ms: int = 30_000
     duplicate_hold_ms: int = 500
+    path_switch_hold_ms: int = 50
     wait_time_ms: int = 30_000
     max_hosts: int = 1024
     update_retries: int = 3
@@ -105,6 +106,7 @@ _SPEC: dict[str, tuple] = {
     "router.hop_limit": (int, "hop_limit", None, lambda v: 1 <= v <= 255, "1-255"),
     "router.route_lifetime": ((int, float), "route_lifetime_ms", _seconds, lambda v: v > 0, "> 0"),
     "router.duplicate_hold": ((int, float), "duplicate_hold_ms", _seconds, lambda v: 0 <= v <= 10, "0-10 (0: off)"),
+    "router.path_switch_hold": ((int, float), "path_switch_hold_ms", _seconds, lambda v: 0 <= v <= 1, "0-1 (0: off)"),
     "router.session_lifetime": ((int, float), "session_lifetime_ms", _seconds, lambda v: v > 0, "> 0"),
     "discovery.wait_time": ((int, float), "wait_time_ms", _seconds, lambda v: v > 0, "> 0"),
     "discovery.max_hosts": (int, "max_hosts", None, lambda v: 1 <= v <= 1_000_000, "1-1000000"),

@@ -36,7 +36,7 @@ def refused(key: str, value) -> str:
 def test_every_time_key_is_known():
     assert set(TIME_KEYS) == {
         "locators.move_time", "locators.handoff_time", "router.route_lifetime", "router.duplicate_hold",
-        "router.session_lifetime", "discovery.wait_time", "mobility.update_interval",
+        "router.path_switch_hold", "router.session_lifetime", "discovery.wait_time", "mobility.update_interval",
         "stream.idle_timeout", "stream.keepalive", "link.emulate.delay"}
 
 

@@ -286,7 +286,7 @@ def test_forwarded_and_dropped_packets_make_no_session():
 # --- send ---------------------------------------------------------------------------
 
 def test_send_picks_a_joined_destination_locator_else_the_first_reachable_one():
-    core = make(joined=(A, B))
+    core = make(joined=(A, B), path_switch_hold_ms=0)  # selection alone (tests/test_path_switch.py)
     core.receive(B, pkt(E, BOB, ALL_NODES, 0, nh=43), 0)  # E via B
     out = core.send(BOB, [D, E], 42, b"seg!", None, None, 1)
     t = of(out, LinkItem)[0]

@@ -24,6 +24,9 @@ Counters (drops unless said otherwise):
                  ROUTE_WAIT_MS for one, or at once when ROUTE_WAIT_MAX packets wait already)
   route_wait     a packet to send waited for a route (not a drop: sent when one is learned,
                  counted route_waited; or no_route when the wait ends)
+  path_switch_held  a send to a peer was held back because its path just got shorter
+                 (not a drop: sent when the hold ends; path_switch_holds counts the holds,
+                 path_switch_overflow the holds cut short at PATH_HOLD_MAX packets)
   routes_evicted, sessions_evicted   a table at its cap dropped its least recently used entry
   nonce_no_room  a full-size packet sent without the nonce it was due (not a drop)
   delivered, forwarded, flooded, sent, opts_dropped   (not drops)
@@ -32,7 +35,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -54,6 +57,14 @@ _SENDABLE = frozenset(UPPER_LAYERS)
 # and by count: a wait longer than this would be a queue, not a resolution.
 ROUTE_WAIT_MS = 500
 ROUTE_WAIT_MAX = 1024
+
+# When the path to a peer gets shorter (it moved into one of our networks, or we into one
+# of its: a route through a router becomes a direct send), packets on the new path would
+# overtake those still queued on the old one. Sends to that peer are held until
+# `path_switch_hold_ms` after the last one on the old path, in order, as a bridge holds
+# a moved MAC's frames. Bounded: past PATH_HOLD_MAX held packets the hold ends early.
+PATH_HOLD_MAX = 4096
+PATHS_MAX = 4096  # peers whose last path is remembered (least recently sent first out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +100,8 @@ class RouterCore:
                  route_lifetime_ms: int = 30000, session_lifetime_ms: int = 30000,
                  nonce_length: int = 12, rng_bytes: Callable[[int], bytes] = os.urandom,
                  nonce_packets: int = 3, is_owner_alive: Callable[[Any], bool] | None = None,
-                 duplicate_hold_ms: int = 500, signer=None, nonce_key: bytes | None = None):
+                 duplicate_hold_ms: int = 500, signer=None, nonce_key: bytes | None = None,
+                 path_switch_hold_ms: int = 50):
         if not 0 <= hop_limit <= 255:
             raise ValueError(f"hop_limit {hop_limit} is not 0-255")
         if mtu < HEADER_LEN:
@@ -108,6 +120,11 @@ class RouterCore:
         # packets waiting for a route, oldest first: (expires, send() arguments)
         self._route_wait: deque = deque()
         self._route_wait_version = -1  # the table version they were last tried at
+        self.path_switch_hold_ms = path_switch_hold_ms
+        # dst NID -> (interface, destination locator, last send ms) of its latest send
+        self._paths: OrderedDict[int, tuple[int, int, int]] = OrderedDict()
+        # dst NID -> [release ms, deque of send() arguments] while its path switch is held
+        self._held: dict[int, list] = {}
 
     # --- locators ------------------------------------------------------------------
 
@@ -263,6 +280,10 @@ class RouterCore:
             if may_wait:
                 self._wait_for_route(now, (dst_nid, list(dst_locs), next_header, payload, opts))
             return before
+        if via is None and dst_loc != ALL_NODES and self.path_switch_hold_ms:
+            if self._hold_for_path(dst_nid, out_loc, dst_loc, now,
+                                   (dst_nid, list(dst_locs), next_header, payload, opts)):
+                return before + self._release_overflow(dst_nid, now)
         if before:
             return before + self._packet(dst_nid, next_header, payload, opts, now, out_loc, dst_loc)
         return self._packet(dst_nid, next_header, payload, opts, now, out_loc, dst_loc)
@@ -319,6 +340,61 @@ class RouterCore:
         # a peer on `via` hears the copy there: it must be addressed to `via`, or the
         # peer's arrival rule drops it
         return via, (via if via in dst_locs else dst_locs[0])
+
+    # --- holding a peer's packets while its path gets shorter ------------------------
+
+    def _hold_for_path(self, dst_nid: int, out_loc: int, dst_loc: int, now: int, args: tuple) -> bool:
+        """True when this send is held (the peer's path just got shorter, or earlier sends
+        to it are held); else remembers the path it takes."""
+        held = self._held.get(dst_nid)
+        if held is not None:
+            held[1].append(args)
+            self.counters["path_switch_held"] += 1
+            return True
+        paths = self._paths
+        last = paths.get(dst_nid)
+        if last is not None and (last[0] != out_loc or last[1] != dst_loc):
+            # routed before (sent to a router on last[0]), direct now: the new path is shorter
+            if last[0] != last[1] and out_loc == dst_loc and now - last[2] < self.path_switch_hold_ms:
+                release = last[2] + self.path_switch_hold_ms
+                self._held[dst_nid] = [release, deque((args,))]
+                self.counters["path_switch_holds"] += 1
+                self.counters["path_switch_held"] += 1
+                self._due(release)
+                return True
+        paths[dst_nid] = (out_loc, dst_loc, now)
+        paths.move_to_end(dst_nid)
+        if len(paths) > PATHS_MAX:
+            paths.popitem(last=False)
+        return False
+
+    def _release_overflow(self, dst_nid: int, now: int) -> list:
+        held = self._held.get(dst_nid)
+        if held is None or len(held[1]) < PATH_HOLD_MAX:
+            return []
+        self.counters["path_switch_overflow"] += 1
+        return self._release(dst_nid, now)
+
+    def _release(self, dst_nid: int, now: int) -> list:
+        """Send a peer's held packets, in order, on the path they take now."""
+        _release_at, queue = self._held.pop(dst_nid)
+        self._paths.pop(dst_nid, None)  # the switch is over: no hold for these
+        actions = []
+        for args in queue:
+            dst, locs, nh, payload, opts = args
+            actions.extend(self._send(dst, locs, nh, payload, None, opts, now, may_wait=True))
+        return actions
+
+    def _release_due(self, now: int) -> list:
+        actions = []
+        for nid in [n for n, (release, _q) in self._held.items() if release <= now]:
+            actions.extend(self._release(nid, now))
+        return actions
+
+    @property
+    def held(self) -> int:
+        """How many packets are held for a path switch."""
+        return sum(len(q) for _r, q in self._held.values())
 
     # --- packets waiting for a route ---------------------------------------------
 
@@ -391,10 +467,12 @@ class RouterCore:
         gone, next_session = self.sessions_table.expire(now)
         next_route = self.table.expire(now)
         self._expire_waiting(now)
+        released = self._release_due(now) if self._held else []
         next_wait = self._route_wait[0][0] if self._route_wait else None
-        deadlines = [d for d in (next_session, next_route, next_wait) if d is not None]
+        next_hold = min((r for r, _q in self._held.values()), default=None)
+        deadlines = [d for d in (next_session, next_route, next_wait, next_hold) if d is not None]
         self._deadline = min(deadlines) if deadlines else None
-        return [_SESSIONS_CHANGED] if gone else []
+        return released + [_SESSIONS_CHANGED] if gone else released
 
     def next_deadline(self) -> int | None:
         """When on_timer should run next (may be early: on_timer then finds nothing)."""

@@ -73,6 +73,7 @@ class RouterShell:
             route_lifetime_ms=config.route_lifetime_ms,
             session_lifetime_ms=config.session_lifetime_ms,
             nonce_length=config.nonce_length, duplicate_hold_ms=config.duplicate_hold_ms,
+            path_switch_hold_ms=config.path_switch_hold_ms,
             signer=node_signer(config, run.path), nonce_key=nonce_key(run.path),
             is_owner_alive=lambda owner: pid_alive(int(owner)))
         self.epoch = time.time_ns()  # this incarnation's forwarding table
@@ -108,6 +109,7 @@ class RouterShell:
                                                  "sessions": len(self.core.sessions_table),
                                                  "ports": len(self.core.ports),
                                                  "route_waiting": self.core.waiting,
+                                                 "path_switch_held": self.core.held,
                                                  **self.core.peers.sizes()}}
 
     # ---- data path ----------------------------------------------------------
