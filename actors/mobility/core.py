@@ -44,6 +44,10 @@ Decisions worth knowing:
   sessions, and nobody else needs to tell us where they went.
 - Every per-peer table is capped (least recently used evicted, counted): strangers can
   send updates from any number of invented NIDs.
+- Each move is recorded (handoffs.py, `self.handoffs`): when it started, each update's
+  sending, retries, ack or end; the shell adds what the router saw (first data packet on
+  the new locators, drops and late arrivals in the move's window). The log has its own
+  deadlines (its looks at the router), so the core's timer is not woken for it.
 """
 from __future__ import annotations
 
@@ -56,6 +60,7 @@ from ..proto.addr import ALL_NODES, is_cryptographic
 from ..proto.frames import TxItem
 from ..proto.locator_update import Ack, LocatorUpdateWireError, decode, encode_ack, encode_update
 from ..proto.numbers import NH_LOCATOR_UPDATE
+from .handoffs import SUPERSEDED, UNACKED, HandoffLog
 
 _U64 = 1 << 64
 SEQ_MOD = 1 << 32  # the sequence option is 32 bits
@@ -126,6 +131,7 @@ class _Pending:
     body: bytes
     retries_left: int
     deadline: int
+    move_id: int = 0  # the move whose record (handoffs.py) it belongs to
 
 
 def locator_set(locs) -> tuple[int, ...]:
@@ -210,6 +216,7 @@ class MobilityCore:
         # NID -> (nonce, last accepted seq, its locs); kept on disk by the shell (seen_state)
         self._seen: OrderedDict[int, tuple[bytes | None, int, tuple[int, ...]]] = OrderedDict()
         self.seen_version = 0  # changes whenever seen_state() does
+        self.handoffs = HandoffLog()  # what each move cost (the `moves` request, the metrics)
 
     # ------------------------------------------------------------ state
 
@@ -255,7 +262,7 @@ class MobilityCore:
             self._step = self.schedule.index(new)
         if self._next_move is not None:
             self._next_move = now + self.move_time
-        return self._move(new, now)
+        return self._move(new, now, "command")
 
     def set_sessions(self, sessions) -> None:
         """Replica of the router's `state.sessions`: [[loc, nid], ...], later = more recent."""
@@ -321,7 +328,7 @@ class MobilityCore:
                 return []
             parsed.nonce_ok = True  # the signature covers the nonce; a nonce proves nothing more
         if isinstance(msg, Ack):
-            return self._on_ack(src_nid, parsed.seq, parsed.nonce_ok)
+            return self._on_ack(src_nid, parsed.seq, parsed.nonce_ok, now)
         return self._on_update(src_nid, arrival_loc, msg.locs, parsed)
 
     def on_timer(self, now: int) -> list[Action]:
@@ -344,16 +351,18 @@ class MobilityCore:
             if p.retries_left == 0:
                 del self._pending[nid]
                 self.counters["updates_unacked"] += 1
+                self.handoffs.update_ended(p.move_id, nid, UNACKED)
                 continue
             p.retries_left -= 1
             p.deadline = now + self.retry_interval
             self.counters["update_retries"] += 1
+            self.handoffs.update_retried(p.move_id, nid)
             actions.append(SendUpdate(nid, p.dst_locs, None, p.body, p.seq))
         return actions
 
     # ------------------------------------------------------------ moving
 
-    def _move(self, new: tuple[int, ...], now: int) -> list[Action]:
+    def _move(self, new: tuple[int, ...], now: int, cause: str = "schedule") -> list[Action]:
         if new == self.cur:
             self.counters["move_same_set"] += 1
             return []
@@ -364,11 +373,14 @@ class MobilityCore:
         self.cur = new
         self.leaving = tuple(loc for loc in old if loc not in new) if self.handoff_time else ()
         self._handoff_end = now + self.handoff_time if self.leaving else None
-        return [self.locators(), *self._send_updates(now)]
+        move_id = self.handoffs.started(now, old, new, cause, self.handoff_time)
+        return [self.locators(), *self._send_updates(now, move_id)]
 
-    def _send_updates(self, now: int) -> list[Action]:
+    def _send_updates(self, now: int, move_id: int) -> list[Action]:
         if self._pending:  # the previous move's updates name locators we no longer prefer
             self.counters["updates_superseded"] += len(self._pending)
+            for nid, p in self._pending.items():
+                self.handoffs.update_ended(p.move_id, nid, SUPERSEDED)
             self._pending.clear()
         body = encode_update(self.cur)
         actions: list[Action] = []
@@ -376,8 +388,9 @@ class MobilityCore:
             locs = self._destination(nid, session_locs)
             seq = self._next_seq
             self._next_seq = (seq + 1) % SEQ_MOD
-            self._pending[nid] = _Pending(seq, locs, body, self.retries, now + self.retry_interval)
+            self._pending[nid] = _Pending(seq, locs, body, self.retries, now + self.retry_interval, move_id)
             self.counters["updates_sent"] += 1
+            self.handoffs.update_sent(move_id, nid, seq, now)
             actions.append(SendUpdate(nid, locs, None, body, seq))
         return actions
 
@@ -433,7 +446,7 @@ class MobilityCore:
             pending.dst_locs = locs  # our own retries follow the peer
         return [PeerMoved(src_nid, locs, arrival_loc), ack]
 
-    def _on_ack(self, src_nid, seq, nonce_ok) -> list[Action]:
+    def _on_ack(self, src_nid, seq, nonce_ok, now: int) -> list[Action]:
         self.counters["acks_in"] += 1
         if nonce_ok is False:
             self.counters["ack_bad_nonce"] += 1  # a forged ack would silence our retries
@@ -444,6 +457,7 @@ class MobilityCore:
             return []
         del self._pending[src_nid]
         self.counters["updates_acked"] += 1
+        self.handoffs.update_acked(pending.move_id, src_nid, now)
         return []
 
     # ------------------------------------------------------------ what a restart keeps

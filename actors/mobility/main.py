@@ -4,6 +4,9 @@ Owns the node's locator set (state.locators, also kept on disk so a restart resu
 where it was), runs the move schedule and moves on command (`move`), sends locator
 updates to the router's active sessions (where discovery's host table, state.hosts,
 says those peers are now) and answers peers' updates (mob.peer for discovery, acks back).
+Records what each move cost (core.handoffs, the `moves` request): while a move's window
+is open it asks the router's `status` every few hundred ms for its drop counters and its
+arrival log, so no per-packet work comes here.
 """
 from __future__ import annotations
 
@@ -46,14 +49,16 @@ class MobilityShell:
         self._seen_save_due = False
         self._seen_last_save = 0.0
         self.timer = CoreTimer(actor, self.core.next_deadline, lambda now: self.apply(self.core.on_timer(now)))
+        self.handoff_timer = CoreTimer(actor, self.core.handoffs.next_deadline, self._handoff_tick)
         actor.subscribe(topics.STATE_SESSIONS, self.on_sessions)
         actor.subscribe(topics.STATE_HOSTS, self.on_hosts)
         actor.subscribe(topics.ILNP_RX_LOCATOR_UPDATE, self.on_rx)
         actor.owns(topics.STATE_LOCATORS, lambda: self.core.locators().body())
         actor.command("locators", self.cmd_locators)
         actor.command("move", self.cmd_move)
+        actor.command("moves", self.cmd_moves)
         self.sessions_seen: list = []  # state.sessions as the router last published it
-        actor.status_extra = lambda: {"core": dict(self.core.counters),
+        actor.status_extra = lambda: {"core": dict(self.core.counters + self.core.handoffs.counters),
                                       "pending_updates": len(self.core.pending()),
                                       "sessions_digest": digest(self.sessions_seen)}
         self.apply(self.core.start(monotonic_ms(), current=self._load_current()))
@@ -72,6 +77,20 @@ class MobilityShell:
         if self.core.seen_version != self._seen_saved:
             self._save_seen_soon()
         self.timer.arm()
+        self.handoff_timer.arm()
+
+    def _handoff_tick(self, now: int) -> None:
+        if self.core.handoffs.on_timer(now):
+            self.actor.ask("router", "status", self._on_router_status, timeout_s=1.0)
+
+    def _on_router_status(self, ok, result) -> None:
+        """The router's counters and arrival log, for the open moves' windows (a router
+        that does not answer leaves the figures as of the last look)."""
+        if ok is True and isinstance(result, dict):
+            self.core.handoffs.router_seen(monotonic_ms(), result.get("core"), result.get("arrivals"))
+        else:
+            self.actor.counters["router_unanswered"] += 1
+        self.handoff_timer.arm()
 
     def _save_seen_soon(self) -> None:
         """Keep the last accepted sequence numbers on disk: at once when the last write is
@@ -142,6 +161,11 @@ class MobilityShell:
         self.apply(self.core.move(new, monotonic_ms()))
         return self.cmd_locators()
 
+    def cmd_moves(self) -> list[dict]:
+        """The last moves, oldest first: locators and NIDs as text, `started_at` wall time
+        (s), the other times in ms after the start (actors/mobility/handoffs.py)."""
+        return [move_view(m, monotonic_ms(), time.time()) for m in self.core.handoffs.records()]
+
     def _load_current(self) -> list[int] | None:
         """Where a previous incarnation was (a file of another shape is set aside, counted)."""
         self.cur_file = StateFile(self.run.path / STATE_FILE, log, "locators", check_locators_file,
@@ -171,6 +195,18 @@ def check_seen_file(saved) -> None:
         need(is_int(seq, 0, SEQ_MOD - 1), f"seq {seq!r:.40} of {nid} is not 32 bits")
         need(isinstance(locs, list) and all(is_int(x, 0, (1 << 64) - 1) for x in locs),
              f"locators of {nid}: not a list of 64-bit locators")
+
+
+def move_view(move: dict, now_ms: int, now_s: float) -> dict:
+    """A HandoffLog record for a request's answer (text addresses, wall-clock start)."""
+    out = dict(move)
+    out["started_at"] = round(now_s - (now_ms - move["started"]) / 1000, 3)
+    del out["started"]  # a monotonic time: meaningless to another host
+    out["old"], out["new"] = [format64(x) for x in move["old"]], [format64(x) for x in move["new"]]
+    if move["first_packet_loc"] is not None:
+        out["first_packet_loc"] = format64(move["first_packet_loc"])
+    out["updates"] = [{**u, "peer": format64(u["peer"])} for u in move["updates"]]
+    return out
 
 
 def _fmt(locs) -> str:
