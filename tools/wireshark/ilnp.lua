@@ -130,6 +130,25 @@ local quic_dissector = Dissector.get("quic")
 local data_dissector = Dissector.get("data")
 -- STP flows seen carrying QUIC (by NIDs and ports, both directions); a capture holds few
 local quic_flows = {}
+-- the quic_ports preference as a set: Wireshark hands a range preference to Lua as text
+local quic_ports = {}
+
+local function parse_ports(text)
+    local set = {}
+    for part in string.gmatch(text or "", "[^,%s]+") do
+        local first, last = string.match(part, "^(%d+)-(%d+)$")
+        if first == nil then
+            first = string.match(part, "^(%d+)$")
+            last = first
+        end
+        if first then
+            for port = tonumber(first), math.min(tonumber(last), 65535) do
+                set[port] = true
+            end
+        end
+    end
+    return set
+end
 
 local function flow_key(a_nid, a_port, b_nid, b_port)
     if a_nid < b_nid or (a_nid == b_nid and a_port <= b_port) then
@@ -148,8 +167,7 @@ local function is_quic(ctx, tvb, offset, len, sport, dport)
     if quic_dissector == nil or len < 1 then
         return false
     end
-    local ports = ilnp.prefs.quic_ports
-    if ports and (ports[sport] or ports[dport]) then
+    if quic_ports[sport] or quic_ports[dport] then
         return true
     end
     if not ilnp.prefs.quic_heuristic then
@@ -421,7 +439,9 @@ function ilnp.dissector(tvb, pinfo, tree)
         -- QUIC adds its own summary after ours instead of replacing it
         pinfo.cols.info:append(" | ")
         pinfo.cols.info:fence()
-        quic_dissector:call(ctx.quic, pinfo, tree)
+        -- what QUIC cannot read (a truncated packet) it flags itself; its exception
+        -- comes back here as a Lua error, which must not end our dissection
+        pcall(Dissector.call, quic_dissector, ctx.quic, pinfo, tree)
     end
     return tvb:len()
 end
@@ -438,6 +458,7 @@ local function register_port()
 end
 
 function ilnp.prefs_changed()
+    quic_ports = parse_ports(ilnp.prefs.quic_ports)
     if registered_port ~= ilnp.prefs.udp_port then
         register_port()
     end
