@@ -1,6 +1,14 @@
 """`ilnp-bench`: throughput and latency of the overlay, measured beside the raw underlay.
 
-Brings up the lab alice (0:0:0:a) - router (a, b, c) - bob (0:0:0:b), then for each rate
+    ilnp-bench [--quick] [--json FILE] [--scenarios underlay,router-1way,...]
+
+By default it runs every scenario of tools/benchsuite.py (underlay, pair-1way,
+router-1way, router-2way, proxy-1way, mobility-2way, stream-1, stream-8) in one run and
+prints their table; `--json FILE` writes the rows (a list of objects with the keys of
+benchsuite.KEYS). `--quick` takes a few minutes, the full run about half an hour.
+
+`--rates R1,R2,...` runs the older sweep instead:
+brings up the lab alice (0:0:0:a) - router (a, b, c) - bob (0:0:0:b), then for each rate
 sends `--duration` seconds of `--size`-byte sequence-numbered datagrams alice -> bob:
 once over plain UDP multicast on the same bridge (the underlay, one hop, no overlay),
 once over the overlay through the router (STP). A rate is lossless when every packet
@@ -22,10 +30,11 @@ import click
 from tools.common import OneLineCommand
 
 from .lab import Lab, LabError
+from .benchsuite import FULL, QUICK, SCENARIOS, BenchError, run_all, table
 from .latency import rows as latency_rows
 
 ORIGINAL_LOSSLESS_PPS = 2400  # the original single-process overlay on this kind of machine
-DEFAULT_RATES = "5000,10000,15000,20000,25000,30000,35000,40000,50000,60000"
+DEFAULT_RATES = "5000,10000,15000,20000,25000,30000,35000,40000,50000,60000"  # the sweep's, with --rates 
 RECV_PORT = 5000
 
 
@@ -123,9 +132,30 @@ def _best(results: list[dict]) -> float:
     return best
 
 
+def run_scenarios(lab_name: str, quick: bool, scenarios: str, json_path: str | None) -> None:
+    names = tuple(s.strip() for s in scenarios.split(",") if s.strip())
+    unknown = [s for s in names if s not in SCENARIOS]
+    if unknown or not names:
+        raise click.ClickException(f"unknown scenario {', '.join(unknown) or '(none given)'}; "
+                                   f"known: {', '.join(SCENARIOS)}")
+    log = lambda line: click.echo(line, err=True)  # noqa: E731 - progress on stderr, figures on stdout
+    try:
+        rows = run_all(QUICK if quick else FULL, lab_name, log, names)
+    except (BenchError, LabError) as exc:
+        raise click.ClickException(str(exc)) from None
+    for line in table(rows):
+        click.echo(line)
+    if json_path:
+        Path(json_path).write_text(json.dumps(rows, indent=1) + "\n")
+
+
 @click.command(cls=OneLineCommand)
 @click.option("--lab", "lab_name", default="bench", show_default=True, help="Lab name to create.")
-@click.option("--rates", default=DEFAULT_RATES, show_default=True, help="Packets/s to try, ascending.")
+@click.option("--quick", is_flag=True, help="Every scenario, short trials (a few minutes).")
+@click.option("--scenarios", default=",".join(SCENARIOS), show_default=True,
+              help="The scenarios to run, separated by commas.")
+@click.option("--rates", default=None, help="Instead of the scenarios: sweep these packets/s, ascending "
+              f"(e.g. {DEFAULT_RATES}).")
 @click.option("--duration", type=click.FloatRange(min=0.5), default=5.0, show_default=True,
               help="Seconds per rate.")
 @click.option("--size", type=click.IntRange(16, 1396), default=1396, show_default=True,
@@ -139,8 +169,11 @@ def _best(results: list[dict]) -> float:
               help="Instead: bulk TCP through the stream relay (1 and 8 connections, with and without 5% loss).")
 @click.option("--stream-mb", type=click.IntRange(1, 1000), default=50, show_default=True,
               help="With --streams: MB per connection.")
-def main(lab_name, rates, duration, size, ping_count, tick, no_underlay, json_path, streams, stream_mb):
-    """Measure the overlay's lossless rate and latency alice -> router -> bob."""
+def main(lab_name, quick, scenarios, rates, duration, size, ping_count, tick, no_underlay, json_path, streams,
+         stream_mb):
+    """Measure the overlay's lossless rates, latency, CPU and memory beside the raw underlay."""
+    if not streams and rates is None:
+        return run_scenarios(lab_name, quick, scenarios, json_path)
     if streams:
         from .streambench import run as run_streams
         log = lambda line: click.echo(line, err=True)  # noqa: E731

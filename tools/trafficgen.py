@@ -180,9 +180,42 @@ class RawPort:
         self.sock.close()
 
 
+class UdpPort:
+    """Plain UDP from a bound local port to HOST:PORT: an unmodified application, as the
+    UDP proxy (ilnp-map) sees one, or the proxy's peer application receiving."""
+
+    def __init__(self, local_port: int, dest: tuple[str, int] | None):
+        family = socket.AF_INET6 if dest and ":" in dest[0] else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        sock.bind(("::1" if family == socket.AF_INET6 else "127.0.0.1", local_port))
+        self.sock, self.dest = sock, dest
+
+    def send(self, datas: list[bytes]) -> None:
+        for data in datas:
+            try:
+                self.sock.sendto(data, self.dest)
+            except ConnectionRefusedError:
+                pass  # the proxy is not there yet: those are lost, and counted as such
+
+    receive = RawPort.receive
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise click.BadParameter(f"{text!r} is not HOST:PORT", param_hint="--udp")
+    return host.strip("[]"), int(port)
+
+
 def run(port, rate: float, duration: float, size: int, tally: Tally, idle_stop: float,
         progress: bool, tick: float = 0.0) -> tuple[int, int]:
-    """Send at `rate` for `duration` while receiving; then receive until idle.
+    """Send at `rate` for `duration` while receiving; then receive until idle. Receiving
+    only (rate 0), `duration` is the longest it waits: it stops once something arrived and
+    nothing more for `idle_stop` (the sender is done, or its flow broke).
     Returns (sent, wall ns when sending started)."""
     pad = b"\x00" * (size - HEAD.size)
     pack = HEAD.pack
@@ -190,10 +223,10 @@ def run(port, rate: float, duration: float, size: int, tally: Tally, idle_stop: 
     t0 = time.monotonic()
     end = t0 + duration
     sent = 0
-    last_report = t0
+    last_report = last_rx = t0
     while True:
         now = time.monotonic()
-        if now >= end:
+        if now >= end or (not rate and tally.received and now - last_rx >= idle_stop):
             break
         elapsed = now - t0
         if tick:  # an application that writes what is due every tick, as one burst
@@ -208,6 +241,7 @@ def run(port, rate: float, duration: float, size: int, tally: Tally, idle_stop: 
             wait = min(end - now, (tick - (now - t0) % tick) if tick else (1.0 / rate if rate else 0.05))
         got = port.receive(wait)
         if got:
+            last_rx = time.monotonic()
             now_ns = time.time_ns()
             for data, ilv in got:
                 tally.add(data, now_ns, ilv)
@@ -241,16 +275,24 @@ def run(port, rate: float, duration: float, size: int, tally: Tally, idle_stop: 
 @click.option("--csv", "csv_path", default=None, help="Write received packets to this CSV.")
 @click.option("--raw", "raw_iface", default=None, metavar="IFACE",
               help="Plain UDP multicast on IFACE instead of the overlay (the underlay baseline).")
+@click.option("--udp", "udp_dest", default=None, metavar="HOST:PORT",
+              help="Plain UDP from loopback --local-port to HOST:PORT (e.g. an ilnp-map proxy port);"
+                   " 'none' receives only.")
 @click.option("--progress", is_flag=True, help="A JSON progress line on stderr every second.")
 @click.option("--resolve-timeout", type=click.FloatRange(min=0), default=10.0)
 @click.option("--wait-go", is_flag=True, help="After printing ready, wait for a line on stdin before sending.")
-def main(local_port, peer, peer_port, rate, duration, size, idle_stop, csv_path, raw_iface, progress,
+def main(local_port, peer, peer_port, rate, duration, size, idle_stop, csv_path, raw_iface, udp_dest, progress,
          resolve_timeout, wait_go, tick):
     """Send and receive sequence-numbered packets; print a JSON summary."""
     batch_scheduling()  # like the node's actors (and the same for the raw baseline)
+    dest = None if udp_dest in (None, "none") else _host_port(udp_dest)
     try:
-        port = (RawPort(raw_iface, send=bool(peer)) if raw_iface
-                else OverlayPort(local_port, peer, peer_port, resolve_timeout))
+        if udp_dest:
+            port, peer = UdpPort(local_port, dest), "udp" if dest else None
+        elif raw_iface:
+            port = RawPort(raw_iface, send=bool(peer))
+        else:
+            port = OverlayPort(local_port, peer, peer_port, resolve_timeout)
     except (StpSocketError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     tally = Tally(csv_path)
