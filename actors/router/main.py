@@ -30,6 +30,7 @@ from ..proto.ilnp import NONCE_LENGTHS
 from ..ratelog import RateLimitedLog
 from ..registry import open_actor
 from ..statefile import StateFile, is_hex, is_int, is_int_string, need
+from .arrivals import ArrivalLog
 from .core import Deliver, Refused, RouterCore, SessionsChanged
 from .ports import BindError, check_inbox, check_owner
 
@@ -80,6 +81,7 @@ class RouterShell:
         self.sessions_pace = Pace(SESSIONS_INTERVAL_MS)
         self.peers_pace = Pace(PEERS_INTERVAL_MS)
         self.inboxes: dict[int, str] = {}  # STP port -> the binder's inbox endpoint
+        self.arrivals = ArrivalLog()  # data delivered per arrival locator (mobility's handoff figures)
         self.timer = CoreTimer(actor, self.core.next_deadline,
                                lambda now: self.apply(self.core.on_timer(now)))
         self.ratelog = RateLimitedLog(log)
@@ -110,11 +112,12 @@ class RouterShell:
                                                  "ports": len(self.core.ports),
                                                  "route_waiting": self.core.waiting,
                                                  "path_switch_held": self.core.held,
-                                                 **self.core.peers.sizes()}}
+                                                 **self.core.peers.sizes()},
+                                      "arrivals": self.arrivals.view()}
 
     # ---- data path ----------------------------------------------------------
     def on_link_rx(self, _topic: bytes, body: dict) -> None:
-        now = monotonic_ms()
+        now = self.arrivals.now = monotonic_ms()
         receive, apply, counters = self.core.receive, self.apply, self.actor.counters
         for item in self.actor.items(body):
             try:
@@ -166,9 +169,11 @@ class RouterShell:
             if kind is LinkItem:
                 emit(topics.LINK_TX, action)
             elif kind is Deliver:
-                topic = (topics.stp_rx(action.port) if action.port is not None
-                         else topics.ilnp_rx(action.next_header))
-                emit(topic, action.item)
+                if action.port is not None:  # STP: data
+                    emit(topics.stp_rx(action.port), action.item)
+                    self.arrivals.note(action.item.arrival_loc)
+                else:
+                    emit(topics.ilnp_rx(action.next_header), action.item)
             elif kind is SessionsChanged:
                 self._sessions_changed()
             elif kind is Refused:
@@ -199,6 +204,7 @@ class RouterShell:
             self.actor.counters["bad_bodies"] += 1  # not the owner's state: dropped whole
             return
         now = monotonic_ms()
+        self.arrivals.joined(joined)
         self.apply(self.core.set_locators(joined, leaving, now))
         if self.core.waiting:
             self.apply(self.core.retry_waiting(now))
