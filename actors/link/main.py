@@ -1,29 +1,35 @@
-"""The link actor: joins the node's locators on its underlay and moves datagrams.
+"""The link actor: joins the node's locators on their underlays and moves datagrams.
 
-link.tx (from the router) -> Underlay.send on the locator's network;
-Underlay.recv_batch -> link.rx with the arrival locator. State it follows:
-state.locators (mobility). The underlay (underlay.kind) is chosen in kinds.py.
+link.tx (from the router) -> the send of the underlay that carries the locator;
+each underlay's recv_batch -> link.rx with the arrival locator. State it follows:
+state.locators (mobility). The node config says which underlay carries which locator
+(actors.config.UnderlaySpec: [underlay] for every locator not listed under
+[underlay.locators."<loc>"]); the link opens one underlay per (kind, interface, port)
+(kinds.py), polls them together and routes each send by its locator (one dict lookup).
 
-A restart loses nothing that arrives meanwhile: the underlay's sockets are kept in the
-node's fd store (bus/fdstore.py, its own program) with the locators joined, so the
-kernel keeps the memberships and buffers what arrives while no link runs; the next
-link takes them back at start (`fd_adopted`; `fd_fresh` when there was nothing to
-adopt or it did not fit the config) and reads that backlog first. What the router
-sends meanwhile waits in its PUSH queue towards our inbox (bus/direct.py). Without a
-store (unit tests, a store that is down) the link works as before, and stores its
-sockets once the store answers.
+A restart loses nothing that arrives meanwhile: each underlay's sockets are kept in the
+node's fd store (bus/fdstore.py, its own program; one entry per underlay, store_name)
+with the locators joined, so the kernel keeps the memberships and buffers what arrives
+while no link runs; the next link takes them back at start (`fd_adopted`; `fd_fresh`
+when there was nothing to adopt or it did not fit the config) and reads that backlog
+first. What the router sends meanwhile waits in its queue towards our inbox
+(bus/direct.py). Without a store (unit tests, a store that is down) the link works as
+before, and stores its sockets once the store answers.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 import sys
+from collections import Counter
 
 from bus.actor import DRAIN_LIMIT
 from bus.codec import FrameError, is_u64, u64_list
 from bus.fdstore import FdStoreClient, StoreUnavailable
 from bus.rundir import RunDir
 
-from ..config import ConfigError, NodeConfig
+from ..config import ConfigError, NodeConfig, UnderlaySpec
 from ..proto import topics
 from ..proto.addr import format64
 from ..proto.frames import LinkItem
@@ -31,12 +37,23 @@ from ..ratelog import RateLimitedLog
 from ..registry import open_actor
 from .emulate import LinkEmulator
 from .kinds import adopt_underlay, open_underlay
+from .underlay import Underlay
 
 log = logging.getLogger("link")
 
-STORE_NAME = "link-underlay"  # our entry in the fd store
+STORE_NAME = "link-underlay"  # the default underlay's entry in the fd store (the others: store_name)
 STORE_GET_TIMEOUT_S = 1.0     # at start: the store's answer before we open a fresh socket
 STORE_RETRY_S = 1.0           # the store is away (not started yet, restarting): try again
+
+
+def store_name(spec: UnderlaySpec) -> str:
+    """The fd store entry of an underlay: STORE_NAME for the default, else one per
+    (kind, interface, port) within the store's name rule ([A-Za-z0-9._-], 64)."""
+    if spec.default:
+        return STORE_NAME
+    raw = f"{STORE_NAME}.{spec.kind}.{spec.port}.{spec.interface}"
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", raw)
+    return safe if safe == raw else f"{safe}.{hashlib.sha256(raw.encode()).hexdigest()[:8]}"
 
 
 class LinkShell:
@@ -44,13 +61,36 @@ class LinkShell:
         self.mtu = config.mtu
         # first: a missing interface fails before the bus sees us
         self.store = FdStoreClient(run, timeout=STORE_GET_TIMEOUT_S)
-        handed = self._fetch()
-        self.underlay = adopt_underlay(config, *handed) if handed is not None else None
-        adopted = self.underlay is not None
-        if not adopted:
-            if handed is not None:
-                self._drop_handed()  # what did not fit must not keep its port bound
-            self.underlay = open_underlay(config)
+        self.store.connect()
+        self.attached: list[tuple[str, Underlay]] = []   # (fd store name, underlay), config order
+        adopted: set[str] = set()
+        try:
+            for spec in config.underlays:
+                name, underlay = store_name(spec), None
+                handed = self._fetch(name)
+                if handed is not None:
+                    underlay = adopt_underlay(spec, config, *handed)
+                    if underlay is None:
+                        self._drop_handed(name)  # what did not fit must not keep its port bound
+                if underlay is None:
+                    underlay = open_underlay(spec, config)
+                else:
+                    adopted.add(name)
+                self.attached.append((name, underlay))
+        except BaseException:
+            self.close_underlays()
+            self.store.close()
+            raise
+        self._drop_stale()
+        # sends are routed by locator: a listed one to its own underlay, any other to the
+        # default (None when every locator of the schedule rides its own)
+        self.route: dict[int, Underlay] = {}
+        self.default: Underlay | None = None
+        for spec, (_name, underlay) in zip(config.underlays, self.attached):
+            self.route.update(dict.fromkeys(spec.locators, underlay))
+            if spec.default:
+                self.default = underlay
+        self.underlay = self.default  # the one a single-underlay node has
         self.actor = open_actor("link", run, requires=(topics.STATE_LOCATORS,))
         em = config.emulate
         self.emulator = LinkEmulator(em.drop, em.duplicate, em.delay_ms)
@@ -58,41 +98,75 @@ class LinkShell:
         self.ratelog = RateLimitedLog(log)
         self.actor.subscribe(topics.STATE_LOCATORS, self.on_locators)
         self.actor.subscribe(topics.LINK_TX, self.on_tx)
-        self.actor.add_reader(self.underlay, self.on_readable)
+        for _name, underlay in self.attached:
+            self.actor.add_reader(underlay, lambda underlay=underlay: self.on_readable(underlay))
         self.actor.command("joined", self.joined)
-        self.actor.status_extra = lambda: {"joined": self.joined(), "underlay": self.underlay.kind,
-                                           "core": dict(self.underlay.counters),
-                                           "rcvbuf": getattr(self.underlay, "rcvbuf", None),
-                                           "fd_store": self.store.connected}
-        self.counters["fd_adopted" if adopted else "fd_fresh"] += 1
-        log.info("event=underlay_%s joined=%s", "adopted" if adopted else "opened", ",".join(self.joined()))
+        self.actor.status_extra = self.status
+        for name, underlay in self.attached:
+            self.counters["fd_adopted" if name in adopted else "fd_fresh"] += 1
+            log.info("event=underlay_%s kind=%s store=%s joined=%s", "adopted" if name in adopted else "opened",
+                     underlay.kind, name, ",".join(map(format64, sorted(underlay.joined))))
         self._store_fd = -1
         self._store_retry_armed = False
-        if self.underlay.handover_fds():
-            if self.store.connected:
-                self._store_attached()
+        if self.store.connected:
+            self._store_attached()
+            for name, underlay in self.attached:
                 # adopted: the store has these sockets already; what it lists may be
                 # more than what is joined (see on_locators): make it exact
-                self._store_send("meta" if adopted else "put")
-            else:
-                self._store_later()
+                self._store_send("meta" if name in adopted else "put", name, underlay)
+        else:
+            self._store_later()
+
+    def status(self) -> dict:
+        core: Counter = Counter()
+        for _name, underlay in self.attached:
+            core.update(underlay.counters)
+        first = self.default or self.attached[0][1]
+        return {"joined": self.joined(), "underlay": first.kind, "core": dict(core),
+                "rcvbuf": getattr(first, "rcvbuf", None), "fd_store": self.store.connected,
+                "underlays": [self._underlay_status(name, underlay) for name, underlay in self.attached]}
+
+    def _underlay_status(self, name: str, underlay: Underlay) -> dict:
+        return {"kind": underlay.kind, "interface": getattr(underlay, "interface", None),
+                "port": getattr(underlay, "port", None), "default": underlay is self.default,
+                "store": name,
+                "joined": {format64(loc): address for loc, address in sorted(underlay.addresses().items())},
+                "core": dict(underlay.counters), "rcvbuf": getattr(underlay, "rcvbuf", None)}
+
+    def close_underlays(self) -> None:
+        for _name, underlay in self.attached:
+            underlay.close()
 
     # ---- the fd store ----------------------------------------------------------
 
-    def _fetch(self):
-        """What the store keeps for us (metadata, descriptors), or None: nothing there,
-        or no store (then we proceed without it and store our sockets when it is back)."""
-        if not self.store.connect():
+    def _fetch(self, name: str):
+        """What the store keeps under `name` (metadata, descriptors), or None: nothing
+        there, or no store (then we proceed without it and store our sockets when it is back)."""
+        if not self.store.connected:
             return None
         try:
-            return self.store.get(STORE_NAME)
+            return self.store.get(name)
         except StoreUnavailable as exc:
             log.warning("event=fdstore_unavailable error=%r", str(exc))
             return None
 
-    def _drop_handed(self) -> None:
+    def _drop_handed(self, name: str) -> None:
         try:
-            self.store.request("drop", STORE_NAME)
+            self.store.request("drop", name)
+        except StoreUnavailable as exc:
+            log.warning("event=fdstore_unavailable error=%r", str(exc))
+
+    def _drop_stale(self) -> None:
+        """Entries of underlays the config no longer has (their sockets hold ports)."""
+        if not self.store.connected:
+            return
+        ours = {name for name, _ in self.attached}
+        try:
+            names = self.store.request("stats")[0].get("names")
+            for name in names if isinstance(names, dict) else ():
+                if isinstance(name, str) and name.startswith(STORE_NAME) and name not in ours:
+                    self.store.request("drop", name)
+                    log.info("event=fdstore_dropped_stale name=%s", name)
         except StoreUnavailable as exc:
             log.warning("event=fdstore_unavailable error=%r", str(exc))
 
@@ -100,18 +174,21 @@ class LinkShell:
         self._store_fd = self.store.fileno()
         self.actor.add_reader(self._store_fd, self.on_store)
 
-    def _store_send(self, op: str, joined=None) -> None:
-        """Tell the store our descriptors (put) or the locators they have joined (meta),
-        without waiting for its answer (on_store reads it)."""
+    def _store_send(self, op: str, name: str, underlay: Underlay, joined=None) -> None:
+        """Tell the store an underlay's descriptors (put) or the locators they have
+        joined (meta), without waiting for its answer (on_store reads it)."""
         if not self.store.connected:
             return  # the retry puts everything when the store is back
-        meta = self.underlay.handover_meta(self.underlay.joined if joined is None else joined)
+        fds = underlay.handover_fds()
+        if not fds:
+            return  # nothing of it dies with the link
+        meta = underlay.handover_meta(underlay.joined if joined is None else joined)
         try:
             if op == "put":
-                self.store.send("put", STORE_NAME, meta, self.underlay.handover_fds())
+                self.store.send("put", name, meta, fds)
                 self.counters["fd_stored"] += 1
             else:
-                self.store.send("meta", STORE_NAME, meta)
+                self.store.send("meta", name, meta)
         except StoreUnavailable as exc:
             self._store_lost(str(exc))
 
@@ -149,11 +226,12 @@ class LinkShell:
             self._store_later()
             return
         self._store_attached()
-        self._store_send("put")
+        for name, underlay in self.attached:
+            self._store_send("put", name, underlay)
         log.info("event=fdstore_put")
 
     def joined(self) -> list[str]:
-        return [format64(loc) for loc in sorted(self.underlay.joined)]
+        return [format64(loc) for loc in sorted(set().union(*(u.joined for _, u in self.attached)))]
 
     def on_locators(self, _topic: bytes, body: dict) -> None:
         try:
@@ -162,27 +240,38 @@ class LinkShell:
         except FrameError:
             self.counters["bad_bodies"] += 1  # not the owner's state: dropped whole
             return
-        joined = self.underlay.joined
+        by_underlay: dict[Underlay, set[int]] = {}
+        for loc in wanted:
+            underlay = self.route.get(loc, self.default)
+            if underlay is None:
+                self.counters["join_no_underlay"] += 1  # outside the schedule, and no default
+                continue
+            by_underlay.setdefault(underlay, set()).add(loc)
+        for name, underlay in self.attached:
+            self._follow(name, underlay, by_underlay.get(underlay, set()))
+
+    def _follow(self, name: str, underlay: Underlay, wanted: set[int]) -> None:
+        joined = underlay.joined
         if wanted - joined:
             # The store's list first, then the joins: a link killed in between leaves a
             # list that is longer than what was joined, never shorter (its successor joins
             # every listed locator again and leaves those state.locators does not want).
-            self._store_send("meta", joined | wanted)
+            self._store_send("meta", name, underlay, joined | wanted)
         for loc in wanted - joined:
             try:
-                self.underlay.join(loc)
-                log.info("event=join locator=%s", format64(loc))
+                underlay.join(loc)
+                log.info("event=join locator=%s underlay=%s", format64(loc), name)
             except (OSError, TypeError, ValueError) as exc:
                 self.counters["join_errors"] += 1
-                log.error("event=join_failed locator=%r error=%r", loc, str(exc))
+                log.error("event=join_failed locator=%s underlay=%s error=%r", format64(loc), name, str(exc))
         for loc in joined - wanted:
-            self.underlay.leave(loc)
-            log.info("event=leave locator=%s", format64(loc))
+            underlay.leave(loc)
+            log.info("event=leave locator=%s underlay=%s", format64(loc), name)
         if wanted != joined:
-            self._store_send("meta")
+            self._store_send("meta", name, underlay)
 
     def on_tx(self, _topic: bytes, body: dict) -> None:
-        mtu, send, counters = self.mtu, self.underlay.send, self.counters
+        mtu, route, default, counters = self.mtu, self.route, self.default, self.counters
         for item in self.actor.items(body):
             try:
                 loc, datagram = item  # frames.LinkItem
@@ -196,16 +285,20 @@ class LinkShell:
                 self.ratelog.warning("oversize", "event=tx_oversize size=%d mtu=%d total=%d",
                                      len(datagram), mtu, counters["tx_oversize"])
                 continue
+            underlay = route.get(loc, default)
+            if underlay is None:
+                counters["tx_no_underlay"] += 1  # a locator no underlay carries
+                continue
             try:
-                if send(loc, datagram):
+                if underlay.send(loc, datagram):
                     counters["tx"] += 1
                 else:
                     counters["tx_not_joined"] += 1  # sent all the same
             except OSError:
                 counters["tx_errors"] += 1
 
-    def on_readable(self) -> int:
-        batch = self.underlay.recv_batch(DRAIN_LIMIT)
+    def on_readable(self, underlay: Underlay) -> int:
+        batch = underlay.recv_batch(DRAIN_LIMIT)
         emit, counters, mtu = self.actor.emit, self.counters, self.mtu
         for loc, data in batch:
             if len(data) > mtu:  # the link's MTU holds both ways: bigger is not an overlay frame
@@ -235,14 +328,14 @@ class LinkShell:
         try:
             self.actor.run()
         finally:
-            self.underlay.close()
+            self.close_underlays()
             self.store.close()
 
 
 def main(config: NodeConfig, run: RunDir) -> None:
     try:
         shell = LinkShell(config, run)
-    except ConfigError as exc:  # the underlay cannot open as configured (a missing interface)
+    except ConfigError as exc:  # an underlay cannot open as configured (a missing interface or address)
         print(f"ilnp-actor link: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     shell.run()

@@ -1,10 +1,12 @@
 """The Underlay interface: what carries the overlay's datagrams between nodes.
 
 A locator names a virtual network; an underlay maps each locator it joins to
-something it can send to and receive from (an IPv6 multicast group today; an IPv4
-group or a list of unicast peers next), and tells, for each datagram it receives,
-the locator it arrived on. The link actor drives one underlay and knows nothing of
-how it works. To add one: subclass Underlay and list it in kinds.py under its
+something it can send to and receive from (an IPv6 or IPv4 multicast group, the
+interface's IPv4 broadcast address, a list of unicast peers), and tells, for each
+datagram it receives, the locator it arrived on. One underlay is one socket (or a
+receive and a send socket) for a (kind, interface, port) of the config
+(actors.config.UnderlaySpec); the link drives several at once and knows nothing of
+how they work. To add one: subclass Underlay and list it in kinds.py under its
 `underlay.kind` name (docs/DESIGN.md, "Add an underlay").
 """
 from __future__ import annotations
@@ -28,8 +30,10 @@ class Underlay(ABC):
 
     @classmethod
     @abstractmethod
-    def from_config(cls, config) -> "Underlay":
-        """Open one from the node config (actors.config.NodeConfig)."""
+    def from_config(cls, spec, config) -> "Underlay":
+        """Open one for `spec` (actors.config.UnderlaySpec: kind, interface, port, its
+        locators) of the node config `config` (group tag, multicast loop, file path for
+        errors). ConfigError, one line naming the key, when the interface is missing."""
 
     @abstractmethod
     def fileno(self) -> int:
@@ -62,6 +66,10 @@ class Underlay(ABC):
     def close(self) -> None:
         ...
 
+    def addresses(self) -> dict[int, str]:
+        """What each joined locator maps to, for the link's status (group, peers...)."""
+        return {}
+
     # Handing over to the next link (the fd store, bus/fdstore.py). An underlay whose
     # reception dies with its descriptors (a multicast socket takes its memberships and
     # its receive buffer with it) lists them here; the link keeps them in the node's fd
@@ -78,10 +86,11 @@ class Underlay(ABC):
         return {"kind": self.kind, "joined": sorted(joined)}
 
     @classmethod
-    def adopt(cls, config, fds: list[int], meta: Any) -> "Underlay | None":
+    def adopt(cls, spec, config, fds: list[int], meta: Any) -> "Underlay | None":
         """An underlay on descriptors a predecessor handed over, with the locators of
-        `meta` joined (joined already is fine), if they fit `config`; None if not (the
-        caller then opens a fresh one). Owns `fds`: closes them when it returns None."""
+        `meta` joined (joined already is fine), if they fit `spec`; None if not (the
+        caller then opens a fresh one). Owns `fds`: closes them when it returns None.
+        handover.SocketHandover implements these three for socket-based underlays."""
         for fd in fds:
             os.close(fd)
         return None

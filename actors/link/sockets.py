@@ -1,0 +1,91 @@
+"""What the underlays share about their sockets: deep buffers, the kernel's drop count,
+Linux option numbers Python 3.11 lacks, and the interface lookups whose failure is a
+one-line config error naming the key that chose the interface."""
+from __future__ import annotations
+
+import errno
+import fcntl
+import ipaddress
+import socket
+import struct
+
+from ..config import ConfigError
+
+SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40)  # Linux: the socket's drop count with each datagram
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
+IPV6_MULTICAST_ALL = getattr(socket, "IPV6_MULTICAST_ALL", 29)
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
+DROPS = struct.Struct("=I")
+IN_PKTINFO = struct.Struct("=i4s4s")  # ipi_ifindex, ipi_spec_dst, ipi_addr (the header's destination)
+_SIOCGIFADDR, _SIOCGIFBRDADDR, _SIOCGIFNETMASK = 0x8915, 0x8919, 0x891B
+# The receive buffer also holds what arrives while the link restarts (the socket is kept
+# in the fd store meanwhile): 16 MB asked, which the kernel doubles for its bookkeeping.
+# A 1440-byte datagram is charged its skb's truesize (2,304 bytes measured on lo, up to
+# ~4.6 KB with other drivers), so 32 MB hold 7,000-14,000 datagrams: several seconds at
+# 2,000/s each way, against the ~0.5-1 s a restart takes under load (a 0.5 s restart
+# needs ~2-5 MB). As root SO_RCVBUFFORCE goes past net.core.rmem_max;
+# without the privilege the limit applies (default 208 KB: well under 0.1 s at that
+# rate). The size the kernel granted is in the link's status (`rcvbuf`).
+BUFFER = 16 * 1024 * 1024
+
+
+def set_buffer(sock: socket.socket, opt: int, force_opt: int) -> None:
+    """A deep socket buffer absorbs bursts while the actor is descheduled: as root ask
+    for it past net.core.rmem_max (…FORCE), else take what the limit allows."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, force_opt, BUFFER)
+    except OSError:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, opt, BUFFER)
+        except OSError:
+            pass
+
+
+def deep_receive(sock: socket.socket) -> int:
+    """A deep receive buffer and the kernel's drop count with each datagram
+    (rx_kernel_drops); the buffer size the kernel granted."""
+    set_buffer(sock, socket.SO_RCVBUF, SO_RCVBUFFORCE)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
+    except OSError:
+        pass
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+
+
+def ifindex_of(spec, config) -> int:
+    """The index of the spec's interface; ConfigError naming the key that chose it."""
+    try:
+        return socket.if_nametoindex(spec.interface)
+    except OSError:
+        raise ConfigError(f"{config.path}: {spec.interface_key}: no interface {spec.interface!r}"
+                          f" in this network namespace (`ip link` lists them)") from None
+
+
+def _ioctl_ipv4(sock: socket.socket, request: int, interface: str) -> str:
+    ifreq = fcntl.ioctl(sock.fileno(), request, struct.pack("256s", interface.encode()))
+    return socket.inet_ntoa(ifreq[20:24])
+
+
+def ipv4_of(spec, config) -> tuple[str, str]:
+    """The interface's (primary IPv4 address, its broadcast address); ConfigError
+    naming the key when the interface is missing or has no IPv4 address."""
+    ifindex_of(spec, config)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            address = _ioctl_ipv4(sock, _SIOCGIFADDR, spec.interface)
+            netmask = _ioctl_ipv4(sock, _SIOCGIFNETMASK, spec.interface)
+            broadcast = _ioctl_ipv4(sock, _SIOCGIFBRDADDR, spec.interface)
+        except OSError:
+            raise ConfigError(f"{config.path}: {spec.interface_key}: interface {spec.interface!r} has no IPv4"
+                              f" address ({spec.kind} needs one: `ip -4 addr` lists them)") from None
+    if broadcast == "0.0.0.0":  # none configured (lo): the subnet's, as the local route table has it
+        net = ipaddress.IPv4Network(f"{address}/{netmask}", strict=False)
+        broadcast = str(net.broadcast_address)
+    return address, broadcast
+
+
+def join_error_is_joined(exc: OSError) -> bool:
+    """EADDRINUSE from a join: the socket is a member already (an adopted socket)."""
+    return exc.errno == errno.EADDRINUSE
