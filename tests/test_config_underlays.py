@@ -201,3 +201,22 @@ def test_a_missing_interface_of_a_locator_is_one_line_from_the_link_naming_its_k
     assert_one_line_failure(proc, "ilnp-actor link: ", str(conf), 'underlay.locators."0:0:0:d".interface',
                             "'nosuch3'")
     assert proc.returncode == 2
+
+
+def test_the_readme_underlay_examples_are_valid_configs():
+    """README "Underlays": each toml block, with a node's required keys around it."""
+    import re
+
+    from tests.labutil import REPO
+
+    section = (REPO / "README.md").read_text().split("### Underlays", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```toml\n(.*?)```", section, re.S)
+    assert len(blocks) == 4
+    kinds = set()
+    for block in blocks:
+        listed = re.findall(r'\[underlay\.locators\."([^"]+)"\]', block)
+        schedule = ",".join(listed) or "0:0:0:a"
+        table = tomllib.loads(f'hostname = "alice"\nnid = "ffff:0:0:a"\n[locators]\nschedule = "{schedule}"\n'
+                              + block)
+        kinds |= {spec.kind for spec in parse_config(table, "README.md").underlays}
+    assert kinds == set(UNDERLAY_KINDS)
