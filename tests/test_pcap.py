@@ -12,11 +12,14 @@ import time
 
 import pytest
 
+from actors.config import parse_config
+from actors.link.ipv4_multicast import ipv4_multicast_group
 from actors.proto import topics
 from actors.proto.frames import LinkItem
 from actors.proto.ilnp import encode
 from tools import pcap
-from tools.tap import PcapTap, UnderlayView, capture
+from tools.tap import PcapTap, capture
+from tools.tap_underlay import UnderlayView
 
 NID_A = 0xFFFF_0000_0000_000A
 NID_B = 0xFFFF_0000_0000_000B
@@ -115,11 +118,16 @@ class Flushes(io.BytesIO):
         super().flush()
 
 
-class View(UnderlayView):
-    """The lab's underlay without a config file: port 10000, tag 0, our address fe80::a."""
+IPV6 = {"eth0": ["fd00:1::2", "fe80::a"], "lan3": ["fd00:9::1"]}
+IPV4 = {"eth0": ("10.1.0.2", "10.1.0.255"), "lan3": ("10.9.0.1", "10.9.0.255")}
 
-    def __init__(self, tag: int = 0):
-        self.port, self.tag, self.source, self._groups = 10000, tag, "fe80::a", {}
+
+def View(tag: int = 0, underlay: dict | None = None, schedule: str = "0:0:0:a,0:0:0:b") -> UnderlayView:
+    """A node's underlay as its config gives it, with made-up interface addresses."""
+    config = parse_config({"hostname": "x", "nid": "0:0:0:1", "locators": {"schedule": schedule},
+                           "underlay": {"interface": "eth0", "group_tag": tag, **(underlay or {})}})
+    return UnderlayView(config, ipv6_addresses=lambda interface: IPV6.get(interface, []),
+                        ipv4_addresses=lambda interface, spec, config: IPV4.get(interface))
 
 
 def datagram(src_loc: int, dst_loc: int) -> bytes:
@@ -217,3 +225,53 @@ def test_a_reader_sees_the_header_and_each_batch_as_it_is_written():
     finally:
         out.close()
         os.close(read_end)
+
+
+def addresses(packet: bytes) -> tuple[str, str, int, int, int]:
+    """(source, destination, source port, destination port, hop limit or TTL) of an IPv4 or IPv6 UDP packet."""
+    if packet[0] >> 4 == 4:
+        src, dst, hop, udp = packet[12:16], packet[16:20], packet[8], packet[20:]
+    else:
+        src, dst, hop, udp = packet[8:24], packet[24:40], packet[7], packet[40:]
+    return (str(ipaddress.ip_address(src)), str(ipaddress.ip_address(dst)), *struct.unpack("!HH", udp[:4]), hop)
+
+
+def test_each_locator_is_written_as_its_own_underlay_carries_it():
+    """[underlay.locators."<loc>"]: IPv4 multicast (the link's group), IPv4 broadcast,
+    unicast to every peer of either family; the rest rides the IPv6 default, as in the
+    link (a locator listed but outside the schedule too: the link opens nothing for it)."""
+    view = View(tag=7, schedule="0:0:0:a,0:0:0:b,0:0:0:c,0:0:0:d", underlay={"locators": {
+        "0:0:0:b": {"kind": "ipv4-multicast"},
+        "0:0:0:c": {"kind": "ipv4-broadcast", "port": 10002},
+        "0:0:0:d": {"kind": "unicast", "interface": "lan3", "peers": ["10.9.0.2:10000", "[fd00:9::2]:10001"]},
+        "0:0:0:e": {"kind": "ipv4-multicast"}}})
+    tap = PcapTap(pcap.PcapWriter(io.BytesIO()), view)
+    payload = datagram(0xA, 0xB)
+
+    def sent(loc):
+        return [addresses(p) for p in tap.datagrams(topics.LINK_TX, LinkItem(loc, payload))]
+
+    def received(loc):
+        return [addresses(p) for p in tap.datagrams(topics.LINK_RX, LinkItem(loc, payload))]
+
+    assert sent(0xA) == [("fe80::a", "ff12:0:7::a", 10000, 10000, 1)]  # the default, link-local
+    assert received(0xA) == [("::", "ff12:0:7::a", 10000, 10000, 1)]
+    group = ipv4_multicast_group(0xB, 7)
+    assert group.startswith("239.")
+    assert sent(0xB) == [("10.1.0.2", group, 10000, 10000, 1)]
+    assert received(0xB) == [("0.0.0.0", group, 10000, 10000, 1)]
+    assert sent(0xC) == [("10.1.0.2", "10.1.0.255", 10002, 10002, 64)]
+    assert sent(0xD) == [("10.9.0.1", "10.9.0.2", 10000, 10000, 64), ("fd00:9::1", "fd00:9::2", 10000, 10001, 64)]
+    assert received(0xD) == [("0.0.0.0", "10.9.0.1", 10000, 10000, 64)]
+    assert sent(0xE) == [("fe80::a", "ff12:0:7::e", 10000, 10000, 1)]
+    # the payload is the overlay packet, whatever carries it
+    assert all(p.endswith(payload) for p in tap.datagrams(topics.LINK_TX, LinkItem(0xD, payload)))
+
+
+def test_an_item_sent_to_several_peers_is_one_item_and_a_record_per_peer():
+    view = View(schedule="0:0:0:a", underlay={"locators": {"0:0:0:a": {
+        "kind": "unicast", "peers": ["10.1.0.3:10000", "10.1.0.4:10000"]}}})
+    out = io.BytesIO()
+    tap = PcapTap(pcap.PcapWriter(out), view)
+    assert tap.write_frame(topics.LINK_TX, {"p": [list(LinkItem(0xA, datagram(0xA, 0xB)))]}) == 1
+    assert [addresses(r[3])[1] for r in read_pcap(out.getvalue())[1]] == ["10.1.0.3", "10.1.0.4"]

@@ -16,8 +16,7 @@ import time
 
 import click
 
-from actors.config import ConfigError, NodeConfig, load_config
-from actors.link.ipv6_multicast import interface_addresses, multicast_group
+from actors.config import ConfigError, load_config
 from actors.proto import topics
 from actors.proto.addr import format64, format_ilv
 from actors.proto.frames import LinkItem, RxItem, TxItem
@@ -27,6 +26,7 @@ from bus.rundir import RunDir
 
 from .common import OneLineCommand, json_option, node, run_dir_option
 from .pcap import PcapWriter, udp_datagram
+from .tap_underlay import UnderlayView
 
 
 def _describe_item(topic: bytes, item) -> str:
@@ -174,45 +174,6 @@ def frame_json(topic: bytes, body: dict) -> dict:
 
 # --- --pcap: the node's packets as the underlay's datagrams -------------------------
 
-UNKNOWN_SOURCE = "::"  # who sent a received datagram on the underlay is not on the bus
-
-
-class UnderlayView:
-    """Where the node's datagrams travel on the underlay: each locator's multicast
-    group (ipv6_multicast.multicast_group: the rule is the link's), the overlay port,
-    and this node's own address on its interface as the source of what it sends."""
-
-    def __init__(self, config: NodeConfig):
-        self.port = config.port
-        self.tag = config.group_tag
-        self.source = _own_address(config.interface)
-        self._groups: dict[int, str] = {}
-
-    def group(self, loc: int) -> str:
-        found = self._groups.get(loc)
-        if found is None:
-            if len(self._groups) > 4096:  # locators come from the bus: keep the cache bounded
-                self._groups.clear()
-            found = self._groups[loc] = multicast_group(loc, self.tag)
-        return found
-
-    def datagram(self, topic: bytes, item: LinkItem) -> bytes:
-        """The IPv6/UDP packet an item is on the wire: to its locator's group (link.tx:
-        the interface it leaves on; link.rx: the group it arrived on), port to port."""
-        source = self.source if topic == topics.LINK_TX else UNKNOWN_SOURCE
-        return udp_datagram(source, self.group(item.loc), self.port, self.port, item.datagram)
-
-
-def _own_address(interface: str) -> str:
-    """The link-local address the node sends from (the kernel picks it for link-local
-    multicast), else any address of the interface, else the unspecified address."""
-    found = sorted(interface_addresses(interface))
-    for address in found:
-        if address.startswith("fe80:"):
-            return address
-    return found[0] if found else UNKNOWN_SOURCE
-
-
 class PcapTap:
     """Bus frames of link.rx and link.tx to pcap records, one flush per frame (a batch),
     so a reader at the other end of a pipe sees packets as they come."""
@@ -224,8 +185,21 @@ class PcapTap:
         # data frames carry when they left in CLOCK_MONOTONIC ns: the pcap wants wall time
         self._wall_offset = time.time_ns() - time.monotonic_ns()
 
+    def datagrams(self, topic: bytes, item: LinkItem) -> list[bytes]:
+        """The IP/UDP packets an item is on the wire. link.tx: from our address to each
+        destination of the interface it leaves on (a group, the broadcast address, every
+        unicast peer); link.rx: to where it arrived, from a sender the bus does not name."""
+        if not isinstance(item.datagram, bytes):
+            raise TypeError("a datagram is bytes")
+        route = self.view.route(item.loc)
+        if topic == topics.LINK_TX:
+            return [udp_datagram(source, dest, route.port, port, item.datagram, route.hop_limit)
+                    for source, dest, port in route.sends]
+        return [udp_datagram(route.sender, route.arrival, route.port, route.port, item.datagram, route.hop_limit)]
+
     def write_frame(self, topic: bytes, body: dict, limit: int | None = None) -> int:
-        """Write the frame's datagrams (at most `limit`); returns how many were written."""
+        """Write the frame's items (at most `limit`); returns how many were written (an
+        item sent to several unicast peers is one item, one record per peer)."""
         items = body.get("p")
         if topic not in (topics.LINK_RX, topics.LINK_TX) or not isinstance(items, list):
             return 0
@@ -236,12 +210,12 @@ class PcapTap:
             if limit is not None and written >= limit:
                 break
             try:
-                link = LinkItem(*item)
-                packet = self.view.datagram(topic, link)
+                packets = self.datagrams(topic, LinkItem(*item))
             except (TypeError, ValueError, OverflowError):
                 self.bad_items += 1  # not the layout link items have: not a datagram of ours
                 continue
-            self.writer.write(stamp, packet)
+            for packet in packets:
+                self.writer.write(stamp, packet)
             written += 1
         if written:
             self.writer.flush()
