@@ -152,11 +152,18 @@ def test_stream_relay_payloads_go_to_the_quic_dissector(tmp_path):
     assert [r["quic.header_form"] for r in rows] == [[]] * (n + 1) + [["0"], []]
 
 
-def test_the_udp_port_is_a_preference(tmp_path):
-    path = write_pcap(tmp_path / "port.pcap", [encode(0xA, A_NID, 0xB, B_NID, NH_STP, stp.encode(1, 2, b""), 3)],
-                      port=10001)
-    assert fields(path, ["ilnp.src_nid"]) == [{"ilnp.src_nid": []}]  # not the overlay's port: plain UDP
-    assert fields(path, ["ilnp.src_nid"], "-o", "ilnp.udp_port:10001") == [{"ilnp.src_nid": ["ffff:0:0:a"]}]
+def test_the_udp_port_is_a_preference_and_other_ports_go_by_a_heuristic(tmp_path):
+    good = encode(0xA, A_NID, 0xB, B_NID, NH_STP, stp.encode(1, 2, b""), 3)
+    off_by_two = good + b"xx"  # its payload length disagrees: not taken on another port
+    path = write_pcap(tmp_path / "port.pcap", [good, off_by_two, b"\x60" + bytes(60)], port=10002)
+
+    def decoded(*args):
+        return [bool(row["ilnp.src_nid"]) for row in fields(path, ["ilnp.src_nid"], *args)]
+
+    assert decoded() == [True, False, False]  # a header that holds together, on any port
+    assert decoded("--disable-heuristic", "ilnp_udp") == [False, False, False]
+    assert decoded("--disable-heuristic", "ilnp_udp", "-o", "ilnp.udp_port:10002") == [True, True, True]
+    assert problems(path) == []  # what the heuristic left alone is plain UDP, not malformed ILNP
 
 
 MALFORMED = [

@@ -14,7 +14,9 @@
 -- or for good: copy (or link) this file into ~/.local/lib/wireshark/plugins/ (Wireshark 4.x).
 --
 -- The overlay's UDP port (underlay.port, default 10000) is a preference:
--- Edit > Preferences > Protocols > ILNP, or `tshark -o ilnp.udp_port:10001`. Other
+-- Edit > Preferences > Protocols > ILNP, or `tshark -o ilnp.udp_port:10001`. On other
+-- ports a UDP heuristic takes datagrams whose ILNPv6 header holds together (version,
+-- payload length, next header); `--disable-heuristic ilnp_udp` turns it off. Other
 -- preferences: STP ports always handed to QUIC (ilnp.quic_ports), and whether QUIC is
 -- recognised by its long header (ilnp.quic_heuristic, on).
 --
@@ -445,6 +447,25 @@ function ilnp.dissector(tvb, pinfo, tree)
     end
     return tvb:len()
 end
+
+-- On another port (a locator on an underlay of its own, [underlay.locators] in the
+-- config), a datagram is taken for ILNP when its header holds together: version 0 or 6,
+-- the payload length the datagram's, a next header the overlay speaks.
+local function heuristic(tvb, pinfo, tree)
+    local size = tvb:len()
+    if size < HEADER_LEN then
+        return false
+    end
+    local version = bit32.rshift(tvb(0, 1):uint(), 4)
+    local nh = tvb(6, 1):uint()
+    if (version ~= 0 and version ~= 6) or tvb(4, 2):uint() ~= size - HEADER_LEN
+            or not (upper[nh] or nh == NH_DESTOPTS) then
+        return false
+    end
+    ilnp.dissector(tvb, pinfo, tree)
+    return true
+end
+ilnp:register_heuristic("udp", heuristic)
 
 local registered_port = nil
 
