@@ -87,6 +87,7 @@ class NodeConfig:
     stream_keepalive_ms: int = 10_000
     proxy_port: int = 10001
     proxy_bind: str = "127.0.0.1"
+    metrics_port: int | None = None  # [metrics] port: the Prometheus endpoint on loopback (None: off)
     emulate: Emulation = field(default_factory=Emulation)
     # the underlay sockets to open (underlay_specs): the default's first when it is used
     underlays: tuple[UnderlaySpec, ...] = ()
@@ -144,6 +145,7 @@ _SPEC: dict[str, tuple] = {
     "stream.keepalive": ((int, float), "stream_keepalive_ms", _seconds, lambda v: 0.1 <= v <= 600, "0.1-600"),
     "proxy.port": (int, "proxy_port", None, lambda v: 1 <= v <= 65535, "1-65535"),
     "proxy.bind": (str, "proxy_bind", None, _address, "an IP address or a host name this host resolves"),
+    "metrics.port": (int, "metrics_port", None, lambda v: 1 <= v <= 65535, "1-65535 (on 127.0.0.1 and ::1)"),
     "link.emulate.drop": ((int, float), "drop", float, lambda v: 0 <= v <= 1, "0-1"),
     "link.emulate.duplicate": ((int, float), "duplicate", float, lambda v: 0 <= v <= 1, "0-1"),
     "link.emulate.delay": ((int, float), "delay_ms", _seconds, lambda v: 0 <= v <= 10, "0-10 seconds"),

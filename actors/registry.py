@@ -5,6 +5,11 @@ Adding an actor is a package with a shell (`main(config, run)`) and one entry he
 the sections listed here, the direct data path routes each data topic to the actor
 that consumes it, and `ilnp-status` asks each of them. tests/test_registry.py checks
 that supervisord.conf and the config schema agree with this table.
+
+Optional programs (OPTIONAL) run only when the node's config enables them (`enabled_by`
+names the NodeConfig field): they are not in supervisord.conf but in
+supervisord.d/NAME.conf, which the `supervision` listener hands to supervisord at start
+when the config sets that field (tools/supervision.py). A node without them runs none.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ class ActorSpec:
     consumes: tuple[bytes, ...] = ()       # data topics pushed into its inbox
     priority: int = 40           # start order (supervisord priority): lower starts first
     serves_requests: bool = True  # has a request socket (`status`, ...)
+    enabled_by: str | None = None  # optional program: runs only when this NodeConfig field is set
 
 
 ACTORS: tuple[ActorSpec, ...] = (
@@ -39,7 +45,13 @@ ACTORS: tuple[ActorSpec, ...] = (
     ActorSpec("stream", "actors.stream.main", ("stream",), priority=40),
 )
 
-BY_NAME = {spec.name: spec for spec in ACTORS}
+# Programs a node runs only when its config enables them (supervisord.d/NAME.conf).
+OPTIONAL: tuple[ActorSpec, ...] = (
+    # the Prometheus endpoint (`[metrics] port`): polls every actor's status on a scrape
+    ActorSpec("metrics", "actors.metrics.main", ("metrics",), priority=50, enabled_by="metrics_port"),
+)
+
+BY_NAME = {spec.name: spec for spec in ACTORS + OPTIONAL}
 NODE_SECTIONS = ("",)  # top-level keys (hostname, nid) belong to the node, not an actor
 
 
@@ -58,7 +70,12 @@ def consumer_of(topic: bytes) -> str | None:
 
 def config_sections() -> set[str]:
     """Every TOML table some actor reads."""
-    return {section for entry in ACTORS for section in entry.config_sections}
+    return {section for entry in ACTORS + OPTIONAL for section in entry.config_sections}
+
+
+def enabled_optional(config) -> list[ActorSpec]:
+    """The optional programs this node config enables."""
+    return [entry for entry in OPTIONAL if getattr(config, entry.enabled_by, None)]
 
 
 def open_actor(name: str, run, **kwargs) -> Actor:

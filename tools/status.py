@@ -1,5 +1,6 @@
 """`ilnp-status`: every program of a running node as supervisord sees it (state, PID,
-uptime, restarts, last exit) and every actor's counters (frames, drops, errors).
+uptime, restarts, last exit), every actor's counters (frames, drops, errors) and the
+node's last moves (mobility's handoff figures). `--watch`: a live view (tools/watch.py).
 
 Exit status 0 when every program is RUNNING, 1 when one is not (STARTING, BACKOFF,
 EXITED, FATAL, STOPPED...) or supervisord does not answer; `--json` too. A node that is
@@ -12,7 +13,7 @@ import time
 
 import click
 
-from actors.registry import ACTORS
+from actors.registry import ACTORS, OPTIONAL
 from bus.client import RequestError, request
 from bus.rundir import NodeNotFound, RunDir, find_run_dir
 
@@ -28,34 +29,106 @@ SUPERVISORD = "supervisord"                    # the node's process that is not 
 @click.command(cls=OneLineCommand)
 @run_dir_option
 @json_option
-def main(run_dir, as_json):
-    """Show each program's supervisord state, restarts and last exit, and each actor's counters.
-    Exits 1 when a program is not RUNNING."""
+@click.option("--watch", is_flag=True,
+              help="A live view refreshed in place (Ctrl-C ends it); with --json, one object a line per refresh.")
+@click.option("--interval", type=click.FloatRange(min=0.1, max=3600), default=None, metavar="S",
+              help="Seconds between refreshes of --watch (default 2).")
+def main(run_dir, as_json, watch, interval):
+    """Show each program's supervisord state, restarts and last exit, each actor's counters
+    and the last moves. Exits 1 when a program is not RUNNING."""
+    if interval is not None and not watch:
+        raise click.UsageError("--interval goes with --watch")
+    if watch:
+        from .watch import watch as live
+        return live(run_dir, as_json, 2.0 if interval is None else interval)
     run, supervisor, error = find_node(run_dir)
     counts = read_counts(run, supervisor["pid"]) if supervisor else None
-    states = {p["name"]: p["statename"] for p in supervisor["programs"]} if supervisor else {}
-    actors = {}
-    for actor in (entry.name for entry in ACTORS if entry.serves_requests):
-        if actor in states and states[actor] not in ALIVE:
-            actors[actor] = {"error": f"actor {actor} is not running ({states[actor]})"}
-            continue
-        try:
-            actors[actor] = request(run, actor, "status", timeout=2.0)
-        except RequestError as exc:
-            actors[actor] = {"error": str(exc)}
+    actors = ask_actors(run, supervisor)
     report = build_report(actors, supervisor, error, counts, time.time())
     if supervisor:
         attach_memory(report, supervisor["pid"], process_memory)
+    moves = last_moves(run, actors)
+    if moves is not None and "mobility" in report:
+        report["mobility"]["moves"] = moves
     if as_json:
         print_json(report)
     else:
         for line in format_report(report):
             click.echo(line)
+        if moves:
+            click.echo("")
+            for line in format_moves(moves):
+                click.echo(line)
     down = not_running(report)
     if down:
         say("ilnp-status", "not RUNNING: " + ", ".join(f"{name} ({state})" for name, state in down))
         return 1
     return 0
+
+
+def ask_actors(run: RunDir, supervisor: dict | None, timeout: float = 2.0) -> dict[str, dict]:
+    """Every actor's status ({"error": ...} for one that is down or does not answer): the
+    registered ones, and the optional ones supervisord runs."""
+    states = {p["name"]: p["statename"] for p in supervisor["programs"]} if supervisor else {}
+    names = [e.name for e in ACTORS if e.serves_requests] + \
+            [e.name for e in OPTIONAL if e.serves_requests and e.name in states]
+    actors = {}
+    for actor in names:
+        if actor in states and states[actor] not in ALIVE:
+            actors[actor] = {"error": f"actor {actor} is not running ({states[actor]})"}
+            continue
+        try:
+            actors[actor] = request(run, actor, "status", timeout=timeout)
+        except RequestError as exc:
+            actors[actor] = {"error": str(exc)}
+    return actors
+
+
+def last_moves(run: RunDir, actors: dict[str, dict], timeout: float = 2.0) -> list | None:
+    """Mobility's last moves (None when it is down)."""
+    if "error" in actors.get("mobility", {"error": ""}):
+        return None
+    try:
+        moves = request(run, "mobility", "moves", timeout=timeout)
+    except RequestError:
+        return None
+    return moves if isinstance(moves, list) else None
+
+
+def format_moves(moves: list, limit: int = 5) -> list[str]:
+    """The last `limit` moves, newest last, one line each (times after the move's start):
+    `#3 12:01:05 command 0:0:0:a -> 0:0:0:b  updates 2/2 acked (last 12 ms)  first packet
+    40 ms on 0:0:0:b  lost 0 waited 2 late 0  window 2.0s settled`."""
+    lines = [f"last moves ({min(limit, len(moves))} of {len(moves)} kept, newest last):"]
+    for move in moves[-limit:]:
+        lines.append("  " + move_line(move))
+    return lines
+
+
+def move_line(move: dict) -> str:
+    updates = [u for u in move.get("updates") or () if isinstance(u, dict)]
+    acks = [u["acked_ms"] for u in updates if _number(u.get("acked_ms"))]
+    started = move.get("started_at")
+    when = time.strftime("%H:%M:%S", time.localtime(started)) if _number(started) else "?"
+    parts = [f"#{move.get('id', '?')} {when} {move.get('cause', '?')} "
+             f"{','.join(move.get('old') or ()) or '-'} -> {','.join(move.get('new') or ()) or '-'}"]
+    text = f"updates {len(acks)}/{len(updates)} acked"
+    if acks:
+        text += f" (last {max(acks)} ms)"
+    parts.append(text)
+    if _number(move.get("first_packet_ms")):
+        parts.append(f"first packet {move['first_packet_ms']} ms on {move.get('first_packet_loc')}")
+    else:
+        parts.append("first packet -" if move.get("open") else "no packet on the new locators")
+    figures = [f"{key} {move.get(name) if move.get(name) is not None else '?'}"
+               for key, name in (("lost", "lost"), ("waited", "waited"), ("late", "late_on_old"))]
+    parts.append(" ".join(figures))
+    if move.get("open"):
+        parts.append("window open")
+    else:
+        window = move.get("window_ms")
+        parts.append(f"window {window / 1000:.1f}s {move.get('closed_by')}" if _number(window) else "window ?")
+    return "  ".join(parts)
 
 
 def find_node(run_dir: str | None) -> tuple[RunDir, dict | None, str | None]:

@@ -23,6 +23,13 @@ it has been FATAL for `--revive-after` seconds (default 60; it waits for events 
 timeout, so no tick is needed), through XML-RPC `startProcess`; supervisord then gives it a new round of `startretries`
 tries. A cause that goes away (a port freed, an interface up) is healed within about a
 minute; a permanent one stays visible as FATAL, with its revivals, in `ilnp-status`.
+
+Optional programs (actors/registry.py OPTIONAL, e.g. metrics) are not in supervisord.conf:
+at its start the listener reads the node's config ($ILNP_CONF) and, for each one the
+config enables, copies its block (supervisord.d/NAME.conf) into RUN_DIR/programs/, which
+supervisord.conf includes, and has supervisord read it and start it (XML-RPC
+reloadConfig, addProcessGroup); a block the config no longer enables is removed, and so
+is its program. A node whose config enables none costs nothing here.
 """
 from __future__ import annotations
 
@@ -51,6 +58,8 @@ DEATHS = frozenset({"EXITED", "BACKOFF"})                  # a program that ende
 SPAWN_ERROR = 50                    # supervisor.xmlrpc.Faults.SPAWN_ERROR
 LOG_TAIL = 16384                    # bytes of supervisord's log searched for an exit's cause
 _EXITED = re.compile(r"exited: (\S+) \((.*?); (not )?expected\)")
+TEMPLATES = Path(__file__).resolve().parents[1] / "supervisord.d"  # optional programs' blocks
+PROGRAMS_DIR = "programs"           # in the run dir: supervisord.conf's [include]
 
 
 # ---- the counts: pure, events in, a saved form out --------------------------------------
@@ -204,6 +213,30 @@ def read_counts(run: RunDir, supervisord_pid: int | None = None) -> dict | None:
     return data
 
 
+# ---- optional programs -------------------------------------------------------------------
+
+def sync_program_files(directory: Path, optional: set[str], wanted: set[str]) -> bool:
+    """RUN_DIR/programs/NAME.conf for each wanted optional program (its template's copy),
+    none for the other optional ones; True when a file was written or removed."""
+    changed = False
+    for name in sorted(optional):
+        path = directory / f"{name}.conf"
+        if name in wanted:
+            text = (TEMPLATES / f"{name}.conf").read_bytes()
+            try:
+                same = path.read_bytes() == text
+            except OSError:
+                same = False
+            if not same:
+                directory.mkdir(mode=0o700, exist_ok=True)
+                write_atomic(path, text)
+                changed = True
+        elif path.exists():
+            path.unlink()
+            changed = True
+    return changed
+
+
 # ---- the listener -----------------------------------------------------------------------
 
 def _log(message: str) -> None:
@@ -227,6 +260,7 @@ class Listener:
         self.tracker = Tracker(os.getppid(), revive_after, saved)
 
     def serve(self) -> None:
+        self.add_optional()
         ready = False
         while True:
             if not ready:
@@ -297,6 +331,37 @@ class Listener:
             return False
         _log(f"event=revive program={name} after_s={self.tracker.revive_after:g}")
         return True
+
+    def add_optional(self) -> None:
+        """Have supervisord run the optional programs the node's config enables, and only those."""
+        if not os.environ.get("ILNP_CONF"):
+            return  # not a node's supervisord (a test's): no config, nothing optional
+        # imported here: the listener of a supervisord that runs no node stays light
+        from actors.config import ConfigError, load_config
+        from actors.registry import OPTIONAL, enabled_optional
+        try:
+            wanted = {entry.name for entry in enabled_optional(load_config())}
+        except ConfigError as exc:
+            _log(f"event=optional_programs error={exc}")  # the actors fail on it too, louder
+            return
+        optional = {entry.name for entry in OPTIONAL}
+        changed = sync_program_files(self.run.path / PROGRAMS_DIR, optional, wanted)
+        if not (wanted or changed) or self.server is None:
+            return
+        try:
+            with _timeout(5.0):
+                [[added, _changed, removed]] = self.server.supervisor.reloadConfig()
+                for name in removed:
+                    if name in optional:
+                        self.server.supervisor.stopProcessGroup(name)
+                        self.server.supervisor.removeProcessGroup(name)
+                        _log(f"event=optional_removed program={name}")
+                for name in added:
+                    if name in optional:
+                        self.server.supervisor.addProcessGroup(name)
+                        _log(f"event=optional_added program={name}")
+        except (OSError, xmlrpc.client.Error, ValueError) as exc:
+            _log(f"event=optional_programs error={exc}")
 
     def save(self, now: float) -> None:
         try:
