@@ -43,6 +43,10 @@ class Ipv4BroadcastUnderlay(SocketHandover, Underlay):
         sock.setsockopt(_SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.setsockopt(_SOL_IP, IP_PKTINFO, 1)
         sock.setsockopt(_SOL_IP, IP_MULTICAST_ALL, 0)  # no group's traffic: broadcasts only
+        # Bound to its interface: our IPv4 sockets on one port form a SO_REUSEPORT group,
+        # and the kernel hands a multicast datagram to one member, not to every socket
+        # that joined it (a broadcast socket on lan2 took lan1's multicast: measured)
+        sock.setsockopt(_SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode())
         self.rcvbuf = deep_receive(sock)
         if adopted is None:
             sock.bind(("0.0.0.0", port))
