@@ -13,12 +13,20 @@ Endpoint: an AF_UNIX SOCK_SEQPACKET socket, `RunDir.fdstore` (0600, in the 0700 
 directory). Each request is one message, a msgpack map; each gets one reply message:
 
     {"op": "put", "name": N, "meta": M} + fds (SCM_RIGHTS)  -> {"ok": true, "fds": n}     (replaces N)
+        optional "orphan_rcvbuf": B (bytes): when the connection that put N closes (its
+        program died), the store sets each of N's sockets' receive buffer to B
     {"op": "get", "name": N}                                -> {"ok": true, "found": true, "meta": M, "fds": n}
                                                                + the fds, or {"ok": true, "found": false}
     {"op": "meta", "name": N, "meta": M}                    -> {"ok": true}                (N must exist)
     {"op": "drop", "name": N}                               -> {"ok": true, "dropped": bool}
     {"op": "stats"}                                         -> {"ok": true, "names": {N: n}, "counters": {...}}
     anything else                                           -> {"ok": false, "error": "one line"}
+
+Why orphan_rcvbuf: a program's receive buffer is sized for its own pace (a deep one is a
+queue that delays every packet when the program falls behind), but while it restarts
+nobody reads, and what arrives meanwhile must fit. The store sees the death first (its
+connection closes) and deepens the kept sockets at once; the successor, having read the
+backlog, sets its own size again.
 
 What `get` sends are duplicates (SCM_RIGHTS installs new descriptors in the receiver):
 the store keeps its own until `put` replaces them or `drop` closes them. A client may
@@ -60,6 +68,7 @@ MAX_NAMES = 16          # names kept at once
 MAX_FDS_PER_NAME = 8    # descriptors under one name
 MAX_FDS = 64            # descriptors kept in all
 MAX_META = 4096         # bytes of one name's metadata, packed
+MAX_ORPHAN_RCVBUF = 64 << 20  # the deepest receive buffer a put may ask for an orphan
 MAX_MESSAGE = MAX_META + 512   # one request or reply, packed
 MAX_CLIENTS = 32        # connections at once (one more is closed at once, counted)
 PER_WAKEUP = 16         # requests taken from one client before looking at the others
@@ -69,6 +78,7 @@ OPS = ("put", "get", "meta", "drop", "stats")
 _FD = array.array("i").itemsize
 _ANC_SPACE = socket.CMSG_SPACE(MAX_FDS_PER_NAME * _FD)
 _NO_META = object()
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 
 
 def store_path(where: RunDir | str | os.PathLike) -> Path:
@@ -113,18 +123,19 @@ class FdStore:
         self.max_names, self.max_fds = max_names, max_fds
         self.max_fds_per_name, self.max_meta = max_fds_per_name, max_meta
         self.entries: dict[str, tuple[list[int], Any]] = {}   # name -> (our descriptors, metadata)
+        self.owners: dict[str, tuple[Any, int]] = {}  # name -> (the connection that put it, orphan_rcvbuf)
         self.counters: Counter = Counter()
 
     @property
     def fds_held(self) -> int:
         return sum(len(fds) for fds, _ in self.entries.values())
 
-    def handle(self, data: bytes, fds: list[int], truncated: bool = False) -> tuple[dict, list[int]]:
+    def handle(self, data: bytes, fds: list[int], truncated: bool = False, owner: Any = None) -> tuple[dict, list[int]]:
         """One request -> (reply, descriptors to send with it). Takes `fds`: keeps them
-        (a put) or closes them. Never raises."""
+        (a put) or closes them. `owner` names the connection it came on. Never raises."""
         self.counters["requests"] += 1
         try:
-            result, keep = self._handle(data, fds, truncated)
+            result, keep = self._handle(data, fds, truncated, owner)
         except RequestRejected as exc:
             self.counters[exc.counter] += 1
             _close_all(fds)
@@ -138,7 +149,7 @@ class FdStore:
             _close_all(fds)
         return result
 
-    def _handle(self, data: bytes, fds: list[int], truncated: bool) -> tuple[tuple[dict, list[int]], bool]:
+    def _handle(self, data: bytes, fds: list[int], truncated: bool, owner: Any = None) -> tuple[tuple[dict, list[int]], bool]:
         if truncated:
             raise RequestRejected("request truncated (too long, or too many descriptors)", "bad_requests")
         if len(data) > MAX_MESSAGE:
@@ -166,7 +177,12 @@ class FdStore:
             if len(msgpack.packb(meta)) > self.max_meta:
                 raise RequestRejected(f"metadata larger than {self.max_meta} bytes", "requests_refused")
         if op == "put":
-            return self._put(name, fds, meta), True
+            orphan_rcvbuf = req.get("orphan_rcvbuf", 0)
+            if type(orphan_rcvbuf) is not int or not 0 <= orphan_rcvbuf <= MAX_ORPHAN_RCVBUF:
+                raise RequestRejected(f"orphan_rcvbuf must be 0-{MAX_ORPHAN_RCVBUF} bytes", "bad_requests")
+            result = self._put(name, fds, meta)
+            self.owners[name] = (owner, orphan_rcvbuf)
+            return result, True
         if op == "get":
             entry = self.entries.get(name)
             self.counters["gets" if entry else "gets_missing"] += 1
@@ -181,6 +197,7 @@ class FdStore:
             self.counters["metas"] += 1
             return ({"ok": True}, []), False
         # drop
+        self.owners.pop(name, None)
         entry = self.entries.pop(name, None)
         if entry is not None:
             _close_all(entry[0])
@@ -203,10 +220,32 @@ class FdStore:
         self.counters["puts"] += 1
         return {"ok": True, "fds": len(fds)}, []
 
+    def orphaned(self, owner: Any) -> None:
+        """The connection `owner` closed: its program died or ended. The sockets it put with
+        an orphan_rcvbuf get that receive buffer, so they hold what arrives until the
+        program's successor takes them (counted orphans_deepened, or orphan_errors)."""
+        for name, (who, size) in list(self.owners.items()):
+            if who is not owner:
+                continue
+            self.owners[name] = (None, size)
+            if not size or name not in self.entries:
+                continue
+            for fd in self.entries[name][0]:
+                try:
+                    with socket.socket(fileno=os.dup(fd)) as sock:
+                        try:  # as root past net.core.rmem_max
+                            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+                        except PermissionError:
+                            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+                    self.counters["orphans_deepened"] += 1
+                except OSError:  # not a socket, or the option refused
+                    self.counters["orphan_errors"] += 1
+
     def close(self) -> None:
         for fds, _ in self.entries.values():
             _close_all(fds)
         self.entries.clear()
+        self.owners.clear()
 
 
 class FdStoreServer:
@@ -283,7 +322,7 @@ class FdStoreServer:
                 return
             truncated = bool(flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC)) or len(data) > MAX_MESSAGE
             before = self.counters["bad_requests"] + self.counters["requests_refused"]
-            reply, send = self.store.handle(data, fds, truncated)
+            reply, send = self.store.handle(data, fds, truncated, owner=conn)
             if self.counters["bad_requests"] + self.counters["requests_refused"] != before:
                 self._log_rejected(reply.get("error"))
             if not self._reply(conn, reply, send):
@@ -302,6 +341,9 @@ class FdStoreServer:
         return False
 
     def _drop_client(self, conn: socket.socket) -> None:
+        self.store.orphaned(conn)
+        if conn in self.clients:
+            self.counters["clients_closed"] += 1
         self.clients.discard(conn)
         try:
             self.sel.unregister(conn)
@@ -402,8 +444,8 @@ class FdStoreClient:
         self.pending = 0
 
     @staticmethod
-    def _message(op: str, name: str | None, meta: Any) -> bytes:
-        req: dict[str, Any] = {"op": op}
+    def _message(op: str, name: str | None, meta: Any, options: dict | None = None) -> bytes:
+        req: dict[str, Any] = dict(options or {}, op=op)
         if name is not None:
             req["name"] = name
         if meta is not _NO_META:
@@ -444,10 +486,11 @@ class FdStoreClient:
             raise StoreUnavailable("a reply that is not the store's")
         return reply, fds
 
-    def request(self, op: str, name: str | None = None, meta: Any = _NO_META, fds=()) -> tuple[dict, list[int]]:
+    def request(self, op: str, name: str | None = None, meta: Any = _NO_META, fds=(),
+                options: dict | None = None) -> tuple[dict, list[int]]:
         """The store's reply to one request and the descriptors that came with it
         (the caller owns them). StoreUnavailable: not connected, no reply in time, gone."""
-        self._send(self._message(op, name, meta), fds)
+        self._send(self._message(op, name, meta, options), fds)
         deadline = time.monotonic() + self.timeout
         owed = self.pending + 1
         while True:
@@ -470,9 +513,11 @@ class FdStoreClient:
             finally:
                 ready.close()
 
-    def send(self, op: str, name: str | None = None, meta: Any = _NO_META, fds=()) -> None:
-        """A request whose reply is read later (replies()); StoreUnavailable if it cannot go."""
-        self._send(self._message(op, name, meta), fds)
+    def send(self, op: str, name: str | None = None, meta: Any = _NO_META, fds=(),
+             options: dict | None = None) -> None:
+        """A request whose reply is read later (replies()); StoreUnavailable if it cannot go.
+        `options`: more keys of the request (a put's orphan_rcvbuf)."""
+        self._send(self._message(op, name, meta, options), fds)
         self.pending += 1
 
     def replies(self) -> list[dict]:
@@ -488,8 +533,9 @@ class FdStoreClient:
         return out
 
     # the requests, each waiting for its reply
-    def put(self, name: str, fds, meta: Any = None) -> dict:
-        return self.request("put", name, meta, fds)[0]
+    def put(self, name: str, fds, meta: Any = None, orphan_rcvbuf: int = 0) -> dict:
+        options = {"orphan_rcvbuf": orphan_rcvbuf} if orphan_rcvbuf else None
+        return self.request("put", name, meta, fds, options)[0]
 
     def get(self, name: str) -> tuple[Any, list[int]] | None:
         """(metadata, descriptors) kept under `name`, or None when nothing is."""
