@@ -223,10 +223,10 @@ class PcapTap:
 
 
 def _underlay_of(run: RunDir) -> UnderlayView:
-    try:
-        conf = run.read_node_info().get("conf")
-    except (OSError, ValueError) as exc:
-        raise click.ClickException(f"cannot read {run.node_json}: {exc}") from None
+    """The node's underlay, from the config its broker names in node.json."""
+    conf = run.read_node_info().get("conf")
+    if not isinstance(conf, str) or not conf:
+        raise click.ClickException(f"{run.node_json} names no config: the tap cannot tell the node's underlay")
     try:
         return UnderlayView(load_config(conf))
     except ConfigError as exc:
@@ -235,8 +235,6 @@ def _underlay_of(run: RunDir) -> UnderlayView:
 
 def _open_output(path: str):
     if path == "-":
-        if sys.stdout.isatty():
-            raise click.UsageError("--pcap -: stdout is a terminal; pipe it (| wireshark -k -i -) or give a file")
         return sys.stdout.buffer
     try:
         return open(path, "wb")
@@ -273,18 +271,27 @@ def capture(client, view: UnderlayView, out, count: int | None = None, deadline:
     return tap
 
 
-def _run_capture(client: BusClient, run: RunDir, path: str, count: int | None, deadline: float | None) -> None:
+def _run_capture(run: RunDir, path: str, count: int | None, deadline: float | None) -> None:
+    """--pcap: what can be refused (the config, the file) is, before the bus is touched."""
     view = _underlay_of(run)
     out = _open_output(path)
     where = "stdout" if path == "-" else path
-
-    def started():
-        client.wait_ready()  # our subscriptions have reached the broker: capturing from here
-        click.echo(f"ilnp-tap: capturing link.rx and link.tx of {run.path} to {where}", err=True)
-
+    client = None
     try:
+        client = BusClient(run, name="tap")
+        client.subscribe(topics.LINK_RX)
+        client.subscribe(topics.LINK_TX)
+
+        def started():
+            client.wait_ready()  # our subscriptions have reached the broker: capturing from here
+            click.echo(f"ilnp-tap: capturing link.rx and link.tx of {run.path} to {where}", err=True)
+
         tap = capture(client, view, out, count, deadline, started)
+    except RequestError as exc:
+        raise click.ClickException(str(exc)) from None
     finally:
+        if client is not None:
+            client.close()
         if out is not sys.stdout.buffer:
             out.close()
     if tap is None:
@@ -305,28 +312,23 @@ def _run_capture(client: BusClient, run: RunDir, path: str, count: int | None, d
               help="Say hello after attaching, so every state owner republishes its state now.")
 @click.option("--pcap", "pcap_path", metavar="FILE", default=None,
               help="Write the ILNP packets the node sends and receives to FILE (- for stdout) as a pcap "
-                   "of the underlay's IPv6/UDP datagrams (tools/wireshark/ilnp.lua decodes them); "
+                   "of the underlay's IP/UDP datagrams (tools/wireshark/ilnp.lua decodes them); "
                    "--count counts packets.")
 def main(prefixes, run_dir, as_json, count, timeout, hello, pcap_path):
     """Print every bus frame of a running node (or those whose topic starts with PREFIXES),
     or capture its packets (--pcap)."""
     if pcap_path is not None and (prefixes or as_json or hello):
         raise click.UsageError("--pcap captures link.rx and link.tx: no PREFIXES, --json or --hello with it")
+    if pcap_path == "-" and sys.stdout.isatty():
+        raise click.UsageError("--pcap -: stdout is a terminal; pipe it (| wireshark -k -i -) or give a file")
     run = node(run_dir)
+    if pcap_path is not None:
+        _run_capture(run, pcap_path, count, None if timeout is None else time.monotonic() + timeout)
+        return
     try:
         client = BusClient(run, name="tap")
     except RequestError as exc:
         raise click.ClickException(str(exc)) from None
-    if pcap_path is not None:
-        try:
-            client.subscribe(topics.LINK_RX)
-            client.subscribe(topics.LINK_TX)
-            _run_capture(client, run, pcap_path, count, None if timeout is None else time.monotonic() + timeout)
-        except RequestError as exc:
-            raise click.ClickException(str(exc)) from None
-        finally:
-            client.close()
-        return
     for prefix in prefixes or ("",):
         client.subscribe(prefix.encode())
     if hello:
