@@ -15,8 +15,8 @@ from typing import Any
 
 from ..proto.addr import format64
 from .handover import SocketHandover
-from .sockets import (DROPS, IN_PKTINFO, IP_MULTICAST_ALL, IP_PKTINFO, SO_RXQ_OVFL, SO_SNDBUFFORCE, deep_receive,
-                      ifindex_of, ipv4_of, set_buffer)
+from .sockets import (DROPS, IN_PKTINFO, IP_MULTICAST_ALL, IP_PKTINFO, SO_RXQ_OVFL, SO_SNDBUFFORCE, bind_to_device,
+                      deep_receive, ifindex_of, ipv4_of, set_buffer)
 from .underlay import Underlay
 
 _SOL_IP, _SOL_SOCKET = socket.IPPROTO_IP, socket.SOL_SOCKET
@@ -44,9 +44,9 @@ class Ipv4BroadcastUnderlay(SocketHandover, Underlay):
         sock.setsockopt(_SOL_IP, IP_PKTINFO, 1)
         sock.setsockopt(_SOL_IP, IP_MULTICAST_ALL, 0)  # no group's traffic: broadcasts only
         # Bound to its interface: our IPv4 sockets on one port form a SO_REUSEPORT group,
-        # and the kernel hands a multicast datagram to one member, not to every socket
-        # that joined it (a broadcast socket on lan2 took lan1's multicast: measured)
-        sock.setsockopt(_SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode())
+        # and the kernel handed a multicast datagram to one member, not to every socket
+        # that joined it (a broadcast socket on lan2 took lan1's multicast: measured in the lab)
+        bind_to_device(sock, interface, self.counters)
         self.rcvbuf = deep_receive(sock)
         if adopted is None:
             sock.bind(("0.0.0.0", port))

@@ -6,10 +6,13 @@ from __future__ import annotations
 import errno
 import fcntl
 import ipaddress
+import logging
 import socket
 import struct
 
 from ..config import ConfigError
+
+log = logging.getLogger("link")
 
 SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40)  # Linux: the socket's drop count with each datagram
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
@@ -52,6 +55,21 @@ def deep_receive(sock: socket.socket) -> int:
     except OSError:
         pass
     return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+
+
+def bind_to_device(sock: socket.socket, interface: str, counters) -> None:
+    """Receive only what comes in on `interface` (SO_BINDTODEVICE, root): a unicast
+    datagram reaches this socket before a wildcard one on the port, and a SO_REUSEPORT
+    group of our sockets on several interfaces does not hand one interface's datagrams to
+    another's socket. Without the privilege the socket stays unbound (counted, logged):
+    the underlays' own checks (arrival group, interface, peer) still hold."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode())
+    except PermissionError:
+        if not counters["bind_to_device_refused"]:
+            log.warning("event=bind_to_device_refused interface=%s (not root: this socket sees every"
+                        " interface's datagrams to its port)", interface)
+        counters["bind_to_device_refused"] = 1
 
 
 def ifindex_of(spec, config) -> int:

@@ -15,16 +15,14 @@ reaches it before any wildcard socket of another underlay on the same port.
 """
 from __future__ import annotations
 
-import logging
 import socket
 from typing import Any
 
 from .handover import SocketHandover
-from .sockets import (DROPS, IP_MULTICAST_ALL, IPV6_MULTICAST_ALL, SO_RXQ_OVFL, SO_SNDBUFFORCE, deep_receive,
-                      ifindex_of, set_buffer)
+from .sockets import (DROPS, IP_MULTICAST_ALL, IPV6_MULTICAST_ALL, SO_RXQ_OVFL, SO_SNDBUFFORCE, bind_to_device,
+                      deep_receive, ifindex_of, set_buffer)
 from .underlay import Underlay
 
-log = logging.getLogger("link")
 _SOL_SOCKET = socket.SOL_SOCKET
 Peer = tuple[str, int]
 
@@ -46,12 +44,7 @@ class UnicastUnderlay(SocketHandover, Underlay):
         # the port may be another underlay's too, on another interface (a wildcard socket):
         # bound to our device we are the better match for what arrives here
         sock.setsockopt(_SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.setsockopt(_SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode())
-        except PermissionError:
-            self.counters["bind_to_device_refused"] = 1
-            log.warning("event=bind_to_device_refused interface=%s port=%d (not root: share this port with"
-                        " no other underlay of this host)", interface, port)
+        bind_to_device(sock, interface, self.counters)
         # groups are not ours: IPv6 and IPv4 multicast on the port stay with their underlays
         sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
         sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
