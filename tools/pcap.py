@@ -9,6 +9,7 @@ tcpdump, tshark and Wireshark read everywhere.
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import struct
 from typing import BinaryIO
@@ -39,6 +40,10 @@ def record(ts_ns: int, packet: bytes, snaplen: int = SNAPLEN) -> bytes:
     return _RECORD_HEADER.pack(sec, rest // 1000, len(kept), len(packet)) + kept
 
 
+# a capture names few addresses, each in every packet: parse each once
+_address = functools.lru_cache(maxsize=1024)(ipaddress.ip_address)
+
+
 def _ones_complement(data: bytes) -> int:
     """The Internet checksum of data (RFC 1071), ready to pack with "=H".
 
@@ -56,7 +61,7 @@ def udp_datagram(src: str, dst: str, sport: int, dport: int, payload: bytes,
                  hop_limit: int = MULTICAST_HOP_LIMIT) -> bytes:
     """An IPv6 or IPv4 packet (by the addresses' family) carrying one UDP datagram, with
     the UDP checksum (and for IPv4 the header checksum) filled in."""
-    source, dest = ipaddress.ip_address(src), ipaddress.ip_address(dst)
+    source, dest = _address(src), _address(dst)
     if source.version != dest.version:
         raise ValueError(f"source {src} and destination {dst} are not of one IP version")
     length = _UDP.size + len(payload)
