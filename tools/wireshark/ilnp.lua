@@ -23,7 +23,7 @@
 -- Fields: ilnp.version ilnp.nh ilnp.hop ilnp.src_loc ilnp.src_nid ilnp.dst_loc ilnp.dst_nid
 -- (addresses as text, ffff:0:0:a), ilnp.nonce ilnp.seq ilnp.sig, stp.srcport stp.dstport,
 -- ilnp.disc.nid ilnp.disc.loc ilnp.disc.solicit ilnp.disc.hostname, ilnp.lu.type
--- ilnp.lu.locator; see `tshark -X lua_script:ilnp.lua -G fields | grep -P '\tilnp|\tstp'`.
+-- ilnp.lu.locator; all of them: `tshark -G fields -X lua_script:ilnp.lua | awk -F'\t' '$5 == "ilnp"'`.
 -- A malformed packet is decoded as far as it goes and flagged with expert info
 -- (ilnp.expert.*); the dissector never raises a Lua error on any input.
 
