@@ -14,7 +14,8 @@ directory). Each request is one message, a msgpack map; each gets one reply mess
 
     {"op": "put", "name": N, "meta": M} + fds (SCM_RIGHTS)  -> {"ok": true, "fds": n}     (replaces N)
         optional "orphan_rcvbuf": B (bytes): when the connection that put N closes (its
-        program died), the store sets each of N's sockets' receive buffer to B
+        program died), the store sets each of N's sockets' receive buffer to B; a "meta"
+        with it makes its connection the one watched (a successor that adopted N)
     {"op": "get", "name": N}                                -> {"ok": true, "found": true, "meta": M, "fds": n}
                                                                + the fds, or {"ok": true, "found": false}
     {"op": "meta", "name": N, "meta": M}                    -> {"ok": true}                (N must exist)
@@ -176,10 +177,10 @@ class FdStore:
             meta = req.get("meta")
             if len(msgpack.packb(meta)) > self.max_meta:
                 raise RequestRejected(f"metadata larger than {self.max_meta} bytes", "requests_refused")
+        orphan_rcvbuf = req.get("orphan_rcvbuf", 0)
+        if type(orphan_rcvbuf) is not int or not 0 <= orphan_rcvbuf <= MAX_ORPHAN_RCVBUF:
+            raise RequestRejected(f"orphan_rcvbuf must be 0-{MAX_ORPHAN_RCVBUF} bytes", "bad_requests")
         if op == "put":
-            orphan_rcvbuf = req.get("orphan_rcvbuf", 0)
-            if type(orphan_rcvbuf) is not int or not 0 <= orphan_rcvbuf <= MAX_ORPHAN_RCVBUF:
-                raise RequestRejected(f"orphan_rcvbuf must be 0-{MAX_ORPHAN_RCVBUF} bytes", "bad_requests")
             result = self._put(name, fds, meta)
             self.owners[name] = (owner, orphan_rcvbuf)
             return result, True
@@ -194,6 +195,8 @@ class FdStore:
             if entry is None:
                 raise RequestRejected(f"no name {name!r} in the store", "requests_refused")
             self.entries[name] = (entry[0], meta)
+            if "orphan_rcvbuf" in req:  # the adopter watched from now on
+                self.owners[name] = (owner, orphan_rcvbuf)
             self.counters["metas"] += 1
             return ({"ok": True}, []), False
         # drop

@@ -14,6 +14,7 @@ import socket
 from typing import Any, ClassVar, Iterable
 
 from ..proto.addr import format64
+from .sockets import pace_receive
 
 MAX_ADOPTED_LOCATORS = 256  # a handed-over joined list longer than this is not ours
 log = logging.getLogger("link")
@@ -50,6 +51,9 @@ class SocketHandover:
 
     def handover_fds(self) -> list[int]:
         return [sock.fileno() for sock in self.sockets()]
+
+    def pace_receive(self) -> None:
+        self.rcvbuf = pace_receive(self.sockets()[0])  # the receive socket comes first
 
     def handover_meta(self, joined: Iterable[int]) -> dict[str, Any]:
         return {"kind": self.kind, **self.identity(), "joined": sorted(joined)}

@@ -17,8 +17,8 @@ from typing import Any
 
 from ..proto.addr import format64
 from .handover import SocketHandover
-from .sockets import (DROPS, IP_MULTICAST_ALL, IP_PKTINFO, SO_RXQ_OVFL, SO_SNDBUFFORCE, bind_to_device, deep_receive,
-                      ifindex_of, ipv4_of, join_error_is_joined, set_buffer)
+from .sockets import (DROPS, IP_MULTICAST_ALL, IP_PKTINFO, SO_RXQ_OVFL, SO_SNDBUFFORCE, bind_to_device,
+                      receive_buffer, ifindex_of, ipv4_of, join_error_is_joined, set_buffer)
 from .underlay import Underlay
 
 _IN_PKTINFO_SIZE = 12
@@ -63,7 +63,7 @@ class Ipv4MulticastUnderlay(SocketHandover, Underlay):
         # and the kernel handed a multicast datagram to one member, not to every socket
         # that joined it (a broadcast socket on lan2 took lan1's multicast: measured in the lab)
         bind_to_device(sock, interface, self.counters)
-        self.rcvbuf = deep_receive(sock)
+        self.rcvbuf = receive_buffer(sock)
         if adopted is None:
             sock.bind(("0.0.0.0", port))
         sock.setblocking(False)

@@ -12,7 +12,7 @@ from typing import Any
 from ..proto.addr import format64
 from .handover import SocketHandover
 from .sockets import DROPS as _DROPS
-from .sockets import (IPV6_MULTICAST_ALL, SO_RXQ_OVFL, SO_SNDBUFFORCE, deep_receive, ifindex_of,
+from .sockets import (IPV6_MULTICAST_ALL, SO_RXQ_OVFL, SO_SNDBUFFORCE, receive_buffer, ifindex_of,
                       join_error_is_joined, set_buffer)
 from .underlay import Underlay
 
@@ -68,7 +68,7 @@ class Ipv6MulticastUnderlay(SocketHandover, Underlay):
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
         sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
         # what the kernel drops for want of buffer space is counted (rx_kernel_drops)
-        self.rcvbuf = deep_receive(sock)
+        self.rcvbuf = receive_buffer(sock)
         if adopted is None:
             # IPv6 only: an IPv4 underlay of this node (or another) may use the port too
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)

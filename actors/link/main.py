@@ -37,6 +37,7 @@ from ..ratelog import RateLimitedLog
 from ..registry import open_actor
 from .emulate import LinkEmulator
 from .kinds import adopt_underlay, open_underlay
+from .sockets import ORPHAN_RX_BUFFER
 from .underlay import Underlay
 
 log = logging.getLogger("link")
@@ -44,6 +45,7 @@ log = logging.getLogger("link")
 STORE_NAME = "link-underlay"  # the default underlay's entry in the fd store (the others: store_name)
 STORE_GET_TIMEOUT_S = 1.0     # at start: the store's answer before we open a fresh socket
 STORE_RETRY_S = 1.0           # the store is away (not started yet, restarting): try again
+BACKLOG_PACE_S = 2.0          # an adopted socket's deep buffer is paced by then even if no batch came
 
 
 def store_name(spec: UnderlaySpec) -> str:
@@ -102,6 +104,10 @@ class LinkShell:
             self.actor.add_reader(underlay, lambda underlay=underlay: self.on_readable(underlay))
         self.actor.command("joined", self.joined)
         self.actor.status_extra = self.status
+        # adopted sockets keep the deep buffer the store gave them until their backlog is read
+        self.backlog: set[Underlay] = {u for name, u in self.attached if name in adopted}
+        if self.backlog:
+            self.actor.call_later(BACKLOG_PACE_S, self._pace_backlog)
         for name, underlay in self.attached:
             self.counters["fd_adopted" if name in adopted else "fd_fresh"] += 1
             log.info("event=underlay_%s kind=%s store=%s joined=%s", "adopted" if name in adopted else "opened",
@@ -184,11 +190,14 @@ class LinkShell:
             return  # nothing of it dies with the link
         meta = underlay.handover_meta(underlay.joined if joined is None else joined)
         try:
+            # deepened by the store the moment we die (sockets.py): a put or a meta makes
+            # this connection the one the store watches
+            options = {"orphan_rcvbuf": ORPHAN_RX_BUFFER}
             if op == "put":
-                self.store.send("put", name, meta, fds)
+                self.store.send("put", name, meta, fds, options=options)
                 self.counters["fd_stored"] += 1
             else:
-                self.store.send("meta", name, meta)
+                self.store.send("meta", name, meta, options=options)
         except StoreUnavailable as exc:
             self._store_lost(str(exc))
 
@@ -297,8 +306,16 @@ class LinkShell:
             except OSError:
                 counters["tx_errors"] += 1
 
+    def _pace_backlog(self, underlay: Underlay | None = None) -> None:
+        for paced in [underlay] if underlay is not None else list(self.backlog):
+            self.backlog.discard(paced)
+            paced.pace_receive()
+            self.counters["backlogs_read"] += 1
+
     def on_readable(self, underlay: Underlay) -> int:
         batch = underlay.recv_batch(DRAIN_LIMIT)
+        if self.backlog and len(batch) < DRAIN_LIMIT and underlay in self.backlog:
+            self._pace_backlog(underlay)  # the socket is empty: what waited is read
         emit, counters, mtu = self.actor.emit, self.counters, self.mtu
         for loc, data in batch:
             if len(data) > mtu:  # the link's MTU holds both ways: bigger is not an overlay frame

@@ -1,4 +1,4 @@
-"""What the underlays share about their sockets: deep buffers, the kernel's drop count,
+"""What the underlays share about their sockets: buffers sized by time, the kernel's drop count,
 Linux option numbers Python 3.11 lacks, and the interface lookups whose failure is a
 one-line config error naming the key that chose the interface."""
 from __future__ import annotations
@@ -23,33 +23,56 @@ SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
 DROPS = struct.Struct("=I")
 IN_PKTINFO = struct.Struct("=i4s4s")  # ipi_ifindex, ipi_spec_dst, ipi_addr (the header's destination)
 _SIOCGIFADDR, _SIOCGIFBRDADDR, _SIOCGIFNETMASK = 0x8915, 0x8919, 0x891B
-# The receive buffer also holds what arrives while the link restarts (the socket is kept
-# in the fd store meanwhile): 16 MB asked, which the kernel doubles for its bookkeeping.
-# A 1440-byte datagram is charged its skb's truesize (2,304 bytes measured on lo, up to
-# ~4.6 KB with other drivers), so 32 MB hold 7,000-14,000 datagrams: several seconds at
-# 2,000/s each way, against the ~0.5-1 s a restart takes under load (a 0.5 s restart
-# needs ~2-5 MB). As root SO_RCVBUFFORCE goes past net.core.rmem_max;
-# without the privilege the limit applies (default 208 KB: well under 0.1 s at that
-# rate). The size the kernel granted is in the link's status (`rcvbuf`).
-BUFFER = 16 * 1024 * 1024
+# Receive buffers are sized by time (issue 13): a deep one is a queue, and a link that
+# falls behind would delay every packet by all of it (32 MB held ~2 s at 12,000/s) where
+# dropping, counted, is the network's right. RX_QUEUE_S of datagrams at the rate the node
+# is built for: the kernel charges a 1440-byte datagram its skb's truesize (2,304 bytes
+# measured on lo, up to ~4.6 KB with other drivers) and doubles the size asked for its
+# bookkeeping. 25 ms at 40,000/s is 1,000 datagrams: 50 ms at 20,000/s, 0.5 s at 2,000/s.
+RX_QUEUE_S = 0.025
+RX_DESIGN_PPS = 40_000
+DATAGRAM_TRUESIZE = 2_304
+RX_BUFFER = int(RX_QUEUE_S * RX_DESIGN_PPS * DATAGRAM_TRUESIZE) // 2
+# While the link restarts nobody reads: the fd store deepens the kept sockets the moment
+# the link's connection to it closes (orphan_rcvbuf, bus/fdstore.py) so they hold what
+# arrives meanwhile: 16 MB asked (32 MB granted, 7,000-14,000 datagrams: several seconds
+# at 2,000/s each way, against the ~0.5-1 s a restart takes under load). The next link
+# reads that backlog, then sets RX_BUFFER again (Underlay.pace_receive).
+ORPHAN_RX_BUFFER = 16 * 1024 * 1024
+# Sends go straight to the driver (veth has no queue): a deep send buffer only absorbs a
+# burst, and what does not fit is a counted tx error.
+TX_BUFFER = 16 * 1024 * 1024
+# As root SO_*BUFFORCE goes past net.core.rmem_max / wmem_max; without the privilege the
+# limit applies (default 208 KB). The size the kernel granted is in the link's status
+# (`rcvbuf`).
 
 
-def set_buffer(sock: socket.socket, opt: int, force_opt: int) -> None:
-    """A deep socket buffer absorbs bursts while the actor is descheduled: as root ask
-    for it past net.core.rmem_max (…FORCE), else take what the limit allows."""
+def set_buffer(sock: socket.socket, opt: int, force_opt: int, size: int = TX_BUFFER) -> None:
+    """Ask for a socket buffer of `size`: as root past net.core.rmem_max (…FORCE), else
+    take what the limit allows."""
     try:
-        sock.setsockopt(socket.SOL_SOCKET, force_opt, BUFFER)
+        sock.setsockopt(socket.SOL_SOCKET, force_opt, size)
     except OSError:
         try:
-            sock.setsockopt(socket.SOL_SOCKET, opt, BUFFER)
+            sock.setsockopt(socket.SOL_SOCKET, opt, size)
         except OSError:
             pass
 
 
-def deep_receive(sock: socket.socket) -> int:
-    """A deep receive buffer and the kernel's drop count with each datagram
-    (rx_kernel_drops); the buffer size the kernel granted."""
-    set_buffer(sock, socket.SO_RCVBUF, SO_RCVBUFFORCE)
+def pace_receive(sock: socket.socket) -> int:
+    """Set the receive buffer to RX_BUFFER (shrinking an adopted socket's deep one once
+    its backlog is read); the size the kernel granted."""
+    set_buffer(sock, socket.SO_RCVBUF, SO_RCVBUFFORCE, RX_BUFFER)
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+
+
+def receive_buffer(sock: socket.socket) -> int:
+    """A receive buffer of RX_BUFFER and the kernel's drop count with each datagram
+    (rx_kernel_drops); the buffer size the kernel granted. It never shrinks one: an
+    adopted socket keeps the deep buffer the fd store gave it until the link has read
+    its backlog (pace_receive then)."""
+    if sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) < 2 * RX_BUFFER:
+        set_buffer(sock, socket.SO_RCVBUF, SO_RCVBUFFORCE, RX_BUFFER)
     try:
         sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
     except OSError:

@@ -76,6 +76,10 @@ class Underlay(ABC):
     # store, and after a restart its successor adopts them and reads what the kernel
     # buffered meanwhile. The default: nothing to hand over.
 
+    def pace_receive(self) -> None:
+        """Back to the receive buffer sized for the link's pace, after the backlog of an
+        adoption was read (its buffer was deepened while no link ran). Default: nothing."""
+
     def handover_fds(self) -> list[int]:
         """The descriptors to keep across a restart of the link ([]: none)."""
         return []

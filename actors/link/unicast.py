@@ -20,7 +20,7 @@ from typing import Any
 
 from .handover import SocketHandover
 from .sockets import (DROPS, IP_MULTICAST_ALL, IPV6_MULTICAST_ALL, SO_RXQ_OVFL, SO_SNDBUFFORCE, bind_to_device,
-                      deep_receive, ifindex_of, set_buffer)
+                      receive_buffer, ifindex_of, set_buffer)
 from .underlay import Underlay
 
 _SOL_SOCKET = socket.SOL_SOCKET
@@ -48,7 +48,7 @@ class UnicastUnderlay(SocketHandover, Underlay):
         # groups are not ours: IPv6 and IPv4 multicast on the port stay with their underlays
         sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
         sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
-        self.rcvbuf = deep_receive(sock)
+        self.rcvbuf = receive_buffer(sock)
         set_buffer(sock, socket.SO_SNDBUF, SO_SNDBUFFORCE)
         if adopted is None:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
