@@ -138,6 +138,7 @@ def test_what_every_underlay_receives_goes_up_with_its_locator(node, run_dir):
         shown = {u["kind"]: u for u in status["underlays"]}
         assert shown["unicast"]["joined"] == {"0:0:0:d": f"127.0.0.1:{node.peer.getsockname()[1]}"}
         assert shown["unicast"]["core"]["rx_unknown_peer"] == 1
+        assert all(u["interface"] == "lo" and u["store"].startswith("link-underlay") for u in shown.values())
         assert shown["ipv4-multicast"]["default"] and not shown["unicast"]["default"]
         assert shown["ipv4-multicast"]["joined"]["0:0:0:a"].startswith("239.")
         assert shown["ipv4-broadcast"]["joined"] == {"0:0:0:e": f"127.255.255.255:{node.ports['broadcast']}"}
@@ -217,6 +218,17 @@ def test_without_a_default_a_locator_no_underlay_carries_is_counted(run_dir):
         link.on_tx(topics.LINK_TX, {"p": [[A, b"nowhere"]]})
         assert link.counters["tx_no_underlay"] == 1 and not link.counters["tx"]
         assert link.actor._cmd_status()["underlay"] == "unicast"
+    finally:
+        kill(link)
+
+
+def test_the_ipv6_underlay_names_its_interface_and_port_in_the_status(run_dir):
+    config = parse_config({"hostname": "alice", "nid": "ffff:0:0:a", "locators": {"schedule": "0:0:0:a"},
+                           "underlay": {"interface": "lo", "port": free_port()}})
+    link = LinkShell(config, run_dir)
+    try:
+        (shown,) = link.actor._cmd_status()["underlays"]
+        assert (shown["kind"], shown["interface"], shown["port"]) == ("ipv6-multicast", "lo", config.port)
     finally:
         kill(link)
 

@@ -55,8 +55,7 @@ class Ipv6MulticastUnderlay(SocketHandover, Underlay):
     def __init__(self, interface: str, port: int, tag: int, loopback: bool = True,
                  adopted: tuple[socket.socket, socket.socket] | None = None):
         super().__init__()
-        self.port = port
-        self.tag = tag
+        self.interface, self.port, self.tag = interface, port, tag
         self.ifindex = socket.if_nametoindex(interface)
         if adopted is None:
             sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
