@@ -138,7 +138,7 @@ SUBSCRIPTIONS = [  # (actor, topic prefix, items' arity or None for state and co
     ("discovery", topics.ILNP_RX_DISCOVERY, 7), ("discovery", topics.STATE_LOCATORS, None),
     ("discovery", topics.MOB_PEER, None), ("discovery", topics.STATE_FORWARDING, None),
     ("mobility", topics.STATE_SESSIONS, None), ("mobility", topics.STATE_HOSTS, None),
-    ("mobility", topics.ILNP_RX_LOCATOR_UPDATE, 7),
+    ("mobility", topics.ILNP_RX_LOCATOR_UPDATE, 7), ("mobility", topics.STATE_LINKS, None),
     ("echo", topics.stp_rx(7), 7), ("echo", topics.STATE_PORTS, None),
     ("proxy", topics.STATE_HOSTS, None), ("proxy", topics.STATE_PORTS, None),
     ("stream", topics.STATE_HOSTS, None), ("stream", topics.STATE_PORTS, None),

@@ -44,6 +44,14 @@ Decisions worth knowing:
   sessions, and nobody else needs to tell us where they went.
 - Every per-peer table is capped (least recently used evicted, counted): strangers can
   send updates from any number of invented NIDs.
+- Multihoming (issue 15): a set of several locators is held at once, in order: the
+  first is the primary. Peers are told the order (an update to each new session peer
+  while we hold several; discovery ranks a peer's locators in its last update's order),
+  so they send to the primary. The link says which locators' interfaces are down
+  (state.links, `set_links`): those are withdrawn from what we publish and announce at
+  once, without a handoff (nothing arrives on a dead link), and offered again in their
+  place when the link is back; peers are updated either way (cause link_down, link_up).
+  `cur` stays the set we hold (the schedule's, kept on disk); `live` is what is used.
 - Each move is recorded (handoffs.py, `self.handoffs`): when it started, each update's
   sending, retries, ack or end; the shell adds what the router saw (first data packet on
   the new locators, drops and late arrivals in the move's window). The log has its own
@@ -206,6 +214,7 @@ class MobilityCore:
 
         self.cur: tuple[int, ...] = ()
         self.leaving: tuple[int, ...] = ()
+        self.down: frozenset[int] = frozenset()  # locators whose link is down (state.links)
         self._step = 0                      # index in schedule of the last scheduled set
         self._next_move: int | None = None
         self._handoff_end: int | None = None
@@ -221,12 +230,23 @@ class MobilityCore:
     # ------------------------------------------------------------ state
 
     @property
+    def live(self) -> tuple[int, ...]:
+        """The set we use: cur without the locators whose link is down, in cur's order
+        (all of cur when every one is down: there is nothing better to offer)."""
+        live = tuple(loc for loc in self.cur if loc not in self.down)
+        return live or self.cur
+
+    @property
     def joined(self) -> tuple[int, ...]:
-        return self.cur + self.leaving
+        return self.live + self._leaving_live
+
+    @property
+    def _leaving_live(self) -> tuple[int, ...]:
+        return tuple(loc for loc in self.leaving if loc not in self.down)
 
     def locators(self) -> PublishLocators:
         """The current `state.locators` (also for republishing on `hello`)."""
-        return PublishLocators(self.cur, self.joined, self.leaving)
+        return PublishLocators(self.live, self.joined, self._leaving_live)
 
     def pending(self) -> dict[int, tuple[int, int]]:
         """Unacknowledged updates: peer NID -> (seq, retries left)."""
@@ -264,8 +284,30 @@ class MobilityCore:
             self._next_move = now + self.move_time
         return self._move(new, now, "command")
 
-    def set_sessions(self, sessions) -> None:
-        """Replica of the router's `state.sessions`: [[loc, nid], ...], later = more recent."""
+    def set_links(self, down, now: int) -> list[Action]:
+        """The link's `state.links`: the locators whose interface is down now. Ours among
+        them are withdrawn at once, those back are offered again; peers are updated."""
+        down = frozenset(down)
+        if down == self.down:
+            return []
+        before, before_joined = self.live, self.joined
+        self.down = down
+        if self.live == before and self.joined == before_joined:
+            return []  # none of the locators we use
+        lost = [loc for loc in before if loc not in self.live]
+        back = [loc for loc in self.live if loc not in before]
+        self.counters["locators_withdrawn"] += len(lost)
+        self.counters["locators_restored"] += len(back)
+        actions: list[Action] = [self.locators()]
+        if self.live != before:
+            move_id = self.handoffs.started(now, before, self.live, "link_down" if lost else "link_up", 0)
+            actions += self._send_updates(now, move_id)
+        return actions
+
+    def set_sessions(self, sessions, now: int | None = None) -> list[Action]:
+        """Replica of the router's `state.sessions`: [[loc, nid], ...], later = more recent.
+        While we hold several locators, each new session peer is told their order (with
+        `now`; returns the updates)."""
         peers: dict[int, list[int]] = {}
         for entry in reversed(list(sessions)):
             try:
@@ -281,7 +323,12 @@ class MobilityCore:
             locs = peers.setdefault(nid, [])
             if loc not in locs:
                 locs.append(loc)
+        new = [nid for nid in peers if nid not in self._sessions and nid not in self._pending]
         self._sessions = {nid: tuple(locs) for nid, locs in peers.items()}
+        if now is None or len(self.live) < 2 or not new:
+            return []
+        self.counters["order_updates"] += len(new)
+        return self._update_peers(now, 0, new)
 
     def set_hosts(self, rows) -> None:
         """Replica of discovery's `state.hosts`: [[hostname, nid, [loc...], age], ...],
@@ -382,10 +429,13 @@ class MobilityCore:
             for nid, p in self._pending.items():
                 self.handoffs.update_ended(p.move_id, nid, SUPERSEDED)
             self._pending.clear()
-        body = encode_update(self.cur)
+        return self._update_peers(now, move_id, list(self._sessions))
+
+    def _update_peers(self, now: int, move_id: int, nids: list[int]) -> list[Action]:
+        body = encode_update(self.live)
         actions: list[Action] = []
-        for nid, session_locs in self._sessions.items():
-            locs = self._destination(nid, session_locs)
+        for nid in nids:
+            locs = self._destination(nid, self._sessions[nid])
             seq = self._next_seq
             self._next_seq = (seq + 1) % SEQ_MOD
             self._pending[nid] = _Pending(seq, locs, body, self.retries, now + self.retry_interval, move_id)

@@ -52,6 +52,7 @@ class MobilityShell:
         self.handoff_timer = CoreTimer(actor, self.core.handoffs.next_deadline, self._handoff_tick)
         actor.subscribe(topics.STATE_SESSIONS, self.on_sessions)
         actor.subscribe(topics.STATE_HOSTS, self.on_hosts)
+        actor.subscribe(topics.STATE_LINKS, self.on_links)
         actor.subscribe(topics.ILNP_RX_LOCATOR_UPDATE, self.on_rx)
         actor.owns(topics.STATE_LOCATORS, lambda: self.core.locators().body())
         actor.command("locators", self.cmd_locators)
@@ -119,8 +120,21 @@ class MobilityShell:
         if type(sessions) is not list:
             self.actor.counters["bad_bodies"] += 1
             return
-        self.core.set_sessions(sessions)  # counts the entries it cannot use (bad_session_entry)
+        # counts the entries it cannot use (bad_session_entry); a multihomed node tells new peers its order
+        self.apply(self.core.set_sessions(sessions, monotonic_ms()))
         self.sessions_seen = sessions
+
+    def on_links(self, _topic: bytes, body: dict) -> None:
+        """The link's word on which locators' interfaces are down (multihoming: withdraw them)."""
+        try:
+            down = u64_list(body.get("down"))
+        except FrameError:
+            self.actor.counters["bad_bodies"] += 1
+            return
+        actions = self.core.set_links(down, monotonic_ms())
+        if actions:
+            log.info("event=links down=%s live=%s", _fmt(sorted(down)), _fmt(self.core.live))
+        self.apply(actions)
 
     def on_hosts(self, _topic: bytes, body: dict) -> None:
         hosts = body.get("hosts")

@@ -14,7 +14,7 @@ from bus.codec import HELLO
 
 from .numbers import NH_DISCOVERY, NH_LOCATOR_UPDATE
 
-__all__ = ["HELLO", "STATE_LOCATORS", "STATE_HOSTS", "STATE_SESSIONS", "STATE_PORTS",
+__all__ = ["HELLO", "STATE_LOCATORS", "STATE_HOSTS", "STATE_SESSIONS", "STATE_PORTS", "STATE_LINKS",
            "STATE_FORWARDING", "LINK_RX", "LINK_TX", "ILNP_TX", "ILNP_RX", "MOB_PEER",
            "ILNP_RX_DISCOVERY", "ILNP_RX_LOCATOR_UPDATE", "ilnp_rx", "stp_rx", "DATA_TOPICS"]
 
@@ -24,6 +24,7 @@ STATE_HOSTS = b"state.hosts"            # discovery: the host table
 STATE_SESSIONS = b"state.sessions"      # router: active sessions
 STATE_PORTS = b"state.ports"            # router: STP port -> owner pid
 STATE_FORWARDING = b"state.forwarding"  # router: the epoch of its forwarding table
+STATE_LINKS = b"state.links"            # link: the locators whose interface is down
 MOB_PEER = b"mob.peer"                  # mobility: a peer moved (accepted update)
 
 # data
