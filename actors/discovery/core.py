@@ -79,6 +79,7 @@ class _Node:
     last: int  # most recent sighting of any locator (ms)
     locs: dict[int, int] = field(default_factory=dict)  # loc -> last seen (ms)
     first: int = 0  # first sighting (ms): promotion from probation
+    rank: dict[int, int] = field(default_factory=dict)  # loc -> place in its last accepted update
 
 
 class DiscoveryCore:
@@ -126,10 +127,14 @@ class DiscoveryCore:
         actions: list[Action] = []
         # Newly active (also back from leaving): solicit at once, so the network
         # learns where we are and answers teach us its hosts.
-        for loc in active:
-            if loc not in was_active:
-                actions.append(self._solicit(loc))
-                self._solicit_at[loc] = now + self._interval()
+        newly = [loc for loc in active if loc not in was_active]
+        # A locator withdrawn while in use (its link died, a hard move): the router's
+        # routes through it are gone, so ask on those left at once; the answers re-teach them.
+        if any(loc not in self._joined for loc in was_active):
+            newly += [loc for loc in active if loc not in newly]
+        for loc in newly:
+            actions.append(self._solicit(loc))
+            self._solicit_at[loc] = now + self._interval()
         return actions
 
     def on_timer(self, now: int) -> list[Action]:
@@ -231,6 +236,7 @@ class DiscoveryCore:
             return []
         new = list(dict.fromkeys(locs))[:MAX_LOCATORS_PER_HOST]
         self._probation.pop(nid, None)  # a peer with a session moved: established
+        node.rank = {loc: i for i, loc in enumerate(new)}  # its order holds (multihoming: its primary first)
         changed = set(new) != node.locs.keys()
         for loc in node.locs:
             del self._sightings[(nid, loc)]
@@ -253,9 +259,9 @@ class DiscoveryCore:
         nid = self._winner(hostname, now)
         if nid is None:
             return []
-        seen = [(last, loc) for loc, last in self._nodes[nid].locs.items()
-                if now is None or now - last < self.expiry_ms]
-        seen.sort(key=lambda e: -e[0])  # stable: ties keep table order
+        node = self._nodes[nid]
+        seen = [(last, loc) for loc, last in node.locs.items() if now is None or now - last < self.expiry_ms]
+        seen.sort(key=_preference(node))
         return [(loc, nid) for _, loc in seen]
 
     def name_of(self, loc: int, nid: int) -> str | None:
@@ -274,9 +280,10 @@ class DiscoveryCore:
             nid = self._winner(hostname, now)
             if nid is None:
                 continue
-            live = [(last, loc) for loc, last in self._nodes[nid].locs.items() if now - last < self.expiry_ms]
-            live.sort(key=lambda e: -e[0])
-            rows.append(HostRow(hostname, nid, [loc for _, loc in live], now - live[0][0]))
+            node = self._nodes[nid]
+            live = [(last, loc) for loc, last in node.locs.items() if now - last < self.expiry_ms]
+            rows.append(HostRow(hostname, nid, [loc for _, loc in sorted(live, key=_preference(node))],
+                                now - max(live)[0]))
         rows.sort(key=lambda r: r.hostname)
         return rows
 
@@ -414,3 +421,13 @@ class DiscoveryCore:
         self._credit_ms -= PUBLISH_INTERVAL_MS
         self.counters["hosts_published"] += 1
         actions.append(HostsChanged())
+
+
+def _preference(node: _Node):
+    """The order of a node's locators, as (last seen, loc) pairs: those heard of since its
+    last accepted update first (news: where it went without telling us), most recently
+    seen first; then those of the update, in its order (a multihomed node's primary
+    first); a node that never updated us, most recently seen first. Stable: ties keep
+    table order."""
+    rank = node.rank
+    return lambda e: (rank.get(e[1], -1), -e[0])
