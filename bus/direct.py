@@ -37,7 +37,11 @@ from .rundir import RunDir
 
 MAX_ITEMS = 128          # items a publisher puts in one data frame (128 full datagrams: ~185 KB)
 MAX_FRAME = 1 << 20      # the largest message read; a larger one is dropped and counted
-SNDBUF = 4 << 20         # per connection: what a consumer may fall behind by, in bytes (~2,800 full datagrams)
+# Per connection, what a consumer may fall behind by, sized by time (issue 13): a full one
+# refuses (counted) rather than queue. 25 ms at 40,000 full datagrams/s is ~1.5 MB of
+# messages; the kernel doubles what is asked for its bookkeeping. (4 MB asked held about
+# 5,600 datagrams: ilnp-bench --quick saw pair-1way's p50 at 80% load at 288 ms.)
+SNDBUF = 768 << 10
 HOLD_FRAMES = 2_000      # per consumer that is down: a dead consumer must not grow our memory
 LISTEN_BACKLOG = 128
 
