@@ -63,8 +63,8 @@ class Plan:
     mobility: Params      # mobility-2way's experiment
 
 
-QUICK = Plan(trial_s=1.5, start_pps=5000, max_pps=160_000, refine=1, ping_count=100, size=1396,
-             stream_bytes=10_000_000, mobility=Params(rate=5000, duration=8, move_time=3, handoff_time=1.5))
+QUICK = Plan(trial_s=1.0, start_pps=5000, max_pps=160_000, refine=1, ping_count=50, size=1396,
+             stream_bytes=5_000_000, mobility=Params(rate=5000, duration=7, move_time=3, handoff_time=1.5))
 FULL = Plan(trial_s=5.0, start_pps=2500, max_pps=160_000, refine=3, ping_count=500, size=1396,
             stream_bytes=50_000_000, mobility=Params(rate=10_000, duration=30, move_time=6, handoff_time=3))
 
