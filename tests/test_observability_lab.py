@@ -60,9 +60,11 @@ def scrape(lab, check: bool = True) -> dict | None:
 def test_metrics_show_drops_of_malformed_datagrams_and_restarts_after_a_kill(lab):
     assert "metrics" in supervisor_pids(lab, "alice")
     assert "metrics" not in supervisor_pids(lab, "bob")  # off unless the config says so
-    before = scrape(lab)
+    # serving already while supervisord still says STARTING (its first 2 s): wait for RUNNING
+    before = wait_for(lambda: (s := scrape(lab))[("ilnp_program_running", "metrics")] == 1 and s, 15,
+                      "the metrics program RUNNING in its own figures")
     malformed = ("ilnp_drops_total", "malformed", "router")
-    assert before[("ilnp_actor_up", "router")] == 1 and before[("ilnp_program_running", "metrics")] == 1
+    assert before[("ilnp_actor_up", "router")] == 1
     conf = tomllib.loads((lab.run_dir("bob") / "node.toml").read_text())
     underlay = conf.get("underlay", {})
     tool(lab, "bob", sys.executable, "-c", GARBAGE, underlay.get("interface", "eth0"),
@@ -88,9 +90,9 @@ def test_the_watch_view_runs_in_a_terminal_and_ends_on_ctrl_c(lab):
             return tool(lab, "alice", *tmux, "capture-pane", "-p", "-t", "w").stdout
 
         fields = ["ilnp-status --watch  alice", "program", "restarts", "uptime", "router", "RUNNING",
-                  "locators: current 0:0:0:a", "leaving -", "packets/s: in ", "forwarded", "drops/s:",
+                  "locators: current 0:0:0:a", "leaving -", "packets/s  in ", "forwarded", "drops/s ",
                   "hosts (", "bob", "sessions (", "proxy mappings (", "forwards (", "last moves ("]
-        shown = wait_for(lambda: (s := screen()) and all(f in s for f in fields) and "packets/s: in -" not in s
+        shown = wait_for(lambda: (s := screen()) and all(f in s for f in fields) and "packets/s  in -" not in s
                          and s, 20, "every field of the watch view")
         print(shown)  # what a terminal shows (pytest -s)
         tool(lab, "alice", *tmux, "send-keys", "-t", "w", "C-c")

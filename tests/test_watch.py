@@ -53,7 +53,7 @@ def test_a_refresh_has_every_field_and_rates_from_the_previous_one():
     lines = render(view, 2.0)
     text = "\n".join(lines)
     for field in ("alice (ffff:0:0:a)", "every 2s", "router       RUNNING", "locators: current 0:0:0:c   leaving 0:0:0:a",
-                  "packets/s: in 100  out 50  forwarded 10", "drops/s: router.malformed 3/s", "bob",
+                  "packets/s  in 100  out 50  forwarded 10", "drops/s    router.malformed 3", "bob",
                   "sessions (1)", "5000 -> bob:6000", "serve 80 -> 127.0.0.1:8080", "last moves (1)",
                   "0:0:0:a -> 0:0:0:c"):
         assert field in text, field
@@ -61,7 +61,7 @@ def test_a_refresh_has_every_field_and_rates_from_the_previous_one():
 
 def test_the_first_refresh_has_no_rates_yet_and_a_node_gone_is_said():
     view = build_view(snap(10.0, rx=1, fwd=0, malformed=0), None)
-    assert view["rates"] == {} and "packets/s: in -" in "\n".join(render(view, 1.0))
+    assert view["rates"] == {} and "packets/s  in -" in "\n".join(render(view, 1.0))
     gone = build_view({"time": 5.0, "mono": 5.0, "run_dir": "/x", "error": "node not running at /x"}, None)
     assert render(gone, 1.0)[-1] == "node not running at /x"
 

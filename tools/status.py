@@ -106,6 +106,11 @@ def format_moves(moves: list, limit: int = 5) -> list[str]:
 
 
 def move_line(move: dict) -> str:
+    return "  ".join(move_parts(move))
+
+
+def move_parts(move: dict) -> list[str]:
+    """A move's line in parts: what moved, its updates, its first packet, its window's figures."""
     updates = [u for u in move.get("updates") or () if isinstance(u, dict)]
     acks = [u["acked_ms"] for u in updates if _number(u.get("acked_ms"))]
     started = move.get("started_at")
@@ -128,7 +133,7 @@ def move_line(move: dict) -> str:
     else:
         window = move.get("window_ms")
         parts.append(f"window {window / 1000:.1f}s {move.get('closed_by')}" if _number(window) else "window ?")
-    return "  ".join(parts)
+    return parts
 
 
 def find_node(run_dir: str | None) -> tuple[RunDir, dict | None, str | None]:

@@ -27,11 +27,12 @@ from actors.proto.addr import format64
 from bus.client import RequestError, request
 from bus.rundir import RunDir
 
-from .status import SUPERVISORD, ask_actors, build_report, duration, find_node, move_line
+from .status import SUPERVISORD, ask_actors, build_report, duration, find_node, move_parts
 from .supervision import SupervisorUnreachable, query, read_counts
 
 ASK_TIMEOUT = 1.0
 MOVES_SHOWN = 3
+PACKET_KINDS = ("in", "out", "forwarded", "delivered", "sent")
 
 
 class _Stop(Exception):
@@ -186,14 +187,12 @@ def render(view: dict, interval: float) -> list[str]:
     else:
         lines.append(f"locators: current {','.join(locs['current']) or '-'}   leaving {','.join(locs['leaving']) or '-'}")
     rates, totals = view.get("rates") or {}, view.get("totals") or {}
-    lines.append("packets/s: " + "  ".join(
-        f"{k} {rates[k]:g}" if k in rates else f"{k} -" for k in ("in", "out", "forwarded", "delivered", "sent"))
-        + "   (totals " + " ".join(f"{k} {int(v)}" for k, v in totals.items() if v is not None) + ")")
-    drop_rates = view.get("drop_rates") or {}
-    drops = view.get("drops") or {}
-    shown = [f"{k} {drop_rates[k]:g}/s" for k in drop_rates]
-    lines.append("drops/s: " + ("  ".join(shown) if shown else "none")
-                 + "   (totals " + (" ".join(f"{k} {int(v)}" for k, v in drops.items() if v) or "none") + ")")
+    lines.append("packets/s  " + "  ".join(f"{k} {rates[k]:g}" if k in rates else f"{k} -" for k in PACKET_KINDS))
+    lines.append("  total    " + "  ".join(f"{k} {int(totals[k])}" if totals.get(k) is not None else f"{k} ?"
+                                            for k in PACKET_KINDS))
+    drop_rates, drops = view.get("drop_rates") or {}, view.get("drops") or {}
+    lines.append("drops/s    " + ("  ".join(f"{k} {v:g}" for k, v in drop_rates.items()) or "none"))
+    lines.append("  total    " + ("  ".join(f"{k} {int(v)}" for k, v in drops.items() if v) or "none"))
     lines += ["", f"hosts ({len(view['hosts'])}):"]
     lines += [f"  {h['hostname']:16} {h['nid']:20} {','.join(h['locators']):24} {h['age_s']:>6}s"
               for h in view["hosts"][:10]]
@@ -206,7 +205,10 @@ def render(view: dict, interval: float) -> list[str]:
     lines += [f"  {f.get('kind')} {f.get('stp_port', f.get('local_port'))} -> {f.get('to')}"
               for f in view["forwards"][:10] if isinstance(f, dict)]
     lines += [f"last moves ({len(view['moves'])}):"]
-    lines += ["  " + move_line(m) for m in view["moves"] if isinstance(m, dict)]
+    for move in view["moves"]:
+        if isinstance(move, dict):
+            parts = move_parts(move)
+            lines += ["  " + "  ".join(parts[:2]), "      " + "  ".join(parts[2:])]
     return lines
 
 
