@@ -43,7 +43,10 @@ def test_a_locator_whose_link_dies_is_withdrawn_at_once_and_peers_are_told():
     # no handoff: nothing arrives on a dead link, so it is not held as "leaving"
     assert pubs(actions) == [((B,), (B,), ())]
     assert updates(actions) == [(BOB, encode_update([B]))]
+    # out on B: the routes through A died with it (a router on B knows the way)
+    assert [a.via for a in actions if isinstance(a, SendUpdate)] == [B]
     assert m.cur == (A, B) and m.live == (B,)        # still held: the schedule's set
+    assert [a.via for a in m.on_timer(1000 + 1000) if isinstance(a, SendUpdate)] == [B]   # its retry too
     assert m.counters["locators_withdrawn"] == 1
     move = m.handoffs.moves[-1]
     assert (move.cause, move.old, move.new) == ("link_down", (A, B), (B,))
@@ -56,6 +59,7 @@ def test_a_link_back_offers_its_locator_again_in_its_place():
     actions = m.set_links([], 2000)
     assert pubs(actions) == [((A, B), (A, B), ())]
     assert updates(actions) == [(BOB, encode_update([A, B]))]      # the primary first again
+    assert [a.via for a in actions if isinstance(a, SendUpdate)] == [None]   # routes are intact
     assert m.counters["locators_restored"] == 1
     assert m.handoffs.moves[-1].cause == "link_up"
 

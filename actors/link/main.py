@@ -35,6 +35,7 @@ from ..proto.addr import format64
 from ..proto.frames import LinkItem
 from ..ratelog import RateLimitedLog
 from ..registry import open_actor
+from .carrier import CarrierWatch, locators_by_interface
 from .emulate import LinkEmulator
 from .kinds import adopt_underlay, open_underlay
 from .sockets import ORPHAN_RX_BUFFER
@@ -104,6 +105,11 @@ class LinkShell:
             self.actor.add_reader(underlay, lambda underlay=underlay: self.on_readable(underlay))
         self.actor.command("joined", self.joined)
         self.actor.status_extra = self.status
+        # multihoming: the locators whose interface is down (a cable pulled), for mobility
+        self.carrier = CarrierWatch(spec.interface for spec in config.underlays)
+        self.carried = locators_by_interface(config)
+        self.actor.owns(topics.STATE_LINKS, self.links)
+        self.actor.add_reader(self.carrier, self.on_carrier)
         # adopted sockets keep the deep buffer the store gave them until their backlog is read
         self.backlog: set[Underlay] = {u for name, u in self.attached if name in adopted}
         if self.backlog:
@@ -130,7 +136,7 @@ class LinkShell:
         first = self.default or self.attached[0][1]
         return {"joined": self.joined(), "underlay": first.kind, "core": dict(core),
                 "rcvbuf": getattr(first, "rcvbuf", None), "fd_store": self.store.connected,
-                "underlays": [self._underlay_status(name, underlay) for name, underlay in self.attached]}
+                "down": sorted(self.carrier.down), "underlays": [self._underlay_status(name, underlay) for name, underlay in self.attached]}
 
     def _underlay_status(self, name: str, underlay: Underlay) -> dict:
         return {"kind": underlay.kind, "interface": getattr(underlay, "interface", None),
@@ -338,6 +344,17 @@ class LinkShell:
             else:
                 self.actor.emit(topics.LINK_RX, LinkItem(loc, data))
 
+    def links(self) -> dict:
+        """state.links: the schedule's locators on interfaces that are down, and those interfaces."""
+        down = sorted(self.carrier.down)
+        return {"down": [loc for iface in down for loc in self.carried.get(iface, ())], "interfaces": down}
+
+    def on_carrier(self) -> None:
+        if self.carrier.changed():
+            self.counters["carrier_changes"] += 1
+            log.info("event=carrier down=%s", ",".join(sorted(self.carrier.down)) or "-")
+            self.actor.publish(topics.STATE_LINKS, self.links())
+
     def run(self) -> None:
         # A stop (SIGTERM) keeps the store's entry as a kill does: a restart
         # (`supervisorctl restart link`) adopts it; a node that shuts down stops its
@@ -346,6 +363,7 @@ class LinkShell:
             self.actor.run()
         finally:
             self.close_underlays()
+            self.carrier.close()
             self.store.close()
 
 

@@ -140,6 +140,7 @@ class _Pending:
     retries_left: int
     deadline: int
     move_id: int = 0  # the move whose record (handoffs.py) it belongs to
+    via: int | None = None  # out on this interface (a withdrawal's: see set_links)
 
 
 def locator_set(locs) -> tuple[int, ...]:
@@ -301,7 +302,10 @@ class MobilityCore:
         actions: list[Action] = [self.locators()]
         if self.live != before:
             move_id = self.handoffs.started(now, before, self.live, "link_down" if lost else "link_up", 0)
-            actions += self._send_updates(now, move_id)
+            # A withdrawal's update goes out on the primary of those left: the router's
+            # routes through the dead interface went with it, and it may know no other
+            # way to the peer yet (a router on the network we still have does)
+            actions += self._send_updates(now, move_id, via=self.live[0] if lost else None)
         return actions
 
     def set_sessions(self, sessions, now: int | None = None) -> list[Action]:
@@ -404,7 +408,7 @@ class MobilityCore:
             p.deadline = now + self.retry_interval
             self.counters["update_retries"] += 1
             self.handoffs.update_retried(p.move_id, nid)
-            actions.append(SendUpdate(nid, p.dst_locs, None, p.body, p.seq))
+            actions.append(SendUpdate(nid, p.dst_locs, p.via, p.body, p.seq))
         return actions
 
     # ------------------------------------------------------------ moving
@@ -423,25 +427,25 @@ class MobilityCore:
         move_id = self.handoffs.started(now, old, new, cause, self.handoff_time)
         return [self.locators(), *self._send_updates(now, move_id)]
 
-    def _send_updates(self, now: int, move_id: int) -> list[Action]:
+    def _send_updates(self, now: int, move_id: int, via: int | None = None) -> list[Action]:
         if self._pending:  # the previous move's updates name locators we no longer prefer
             self.counters["updates_superseded"] += len(self._pending)
             for nid, p in self._pending.items():
                 self.handoffs.update_ended(p.move_id, nid, SUPERSEDED)
             self._pending.clear()
-        return self._update_peers(now, move_id, list(self._sessions))
+        return self._update_peers(now, move_id, list(self._sessions), via)
 
-    def _update_peers(self, now: int, move_id: int, nids: list[int]) -> list[Action]:
+    def _update_peers(self, now: int, move_id: int, nids: list[int], via: int | None = None) -> list[Action]:
         body = encode_update(self.live)
         actions: list[Action] = []
         for nid in nids:
             locs = self._destination(nid, self._sessions[nid])
             seq = self._next_seq
             self._next_seq = (seq + 1) % SEQ_MOD
-            self._pending[nid] = _Pending(seq, locs, body, self.retries, now + self.retry_interval, move_id)
+            self._pending[nid] = _Pending(seq, locs, body, self.retries, now + self.retry_interval, move_id, via)
             self.counters["updates_sent"] += 1
             self.handoffs.update_sent(move_id, nid, seq, now)
-            actions.append(SendUpdate(nid, locs, None, body, seq))
+            actions.append(SendUpdate(nid, locs, via, body, seq))
         return actions
 
     # ------------------------------------------------------------ receiving
