@@ -1,4 +1,4 @@
-"""ilnp-lab: overlay nodes in network namespaces joined by one bridge, on one machine.
+"""ilnp-lab: overlay nodes in network namespaces joined by bridges, on one machine.
 
 Python API (every call needs root; errors are LabError with a one-line message):
 
@@ -13,6 +13,8 @@ Python API (every call needs root; errors are LabError with a one-line message):
     lab.nodes(); lab.env("alice"); lab.run_dir("alice"); lab.namespace("alice")
     lab.argv("alice", ["ping", "-6", ...])      # argv to run in the node's namespace
     lab.programs("alice")                       # {program: "RUNNING", ...}
+    lab.links("r1"); lab.address("r1", "wan")   # its interfaces; "10.9.0.2" (or family="ipv6")
+    lab.set_link("alice", "lan1", up=False)     # a cable pulled (and put back with up=True)
     lab.status(); lab.down()                    # down returns what it could not remove
 
 CLI: tools.lab.cli:main (console script ilnp-lab), or `python -m tools.lab`.

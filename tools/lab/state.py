@@ -2,12 +2,17 @@
 
     {"lab": "ilnp", "phase": "plumbing" | "starting" | "up",
      "topology": "/abs/path.toml", "repo": "/abs/repo", "supervisord_conf": "/abs/supervisord.conf",
-     "bridge": {"namespace": "ilnp-br", "bridge": "br0"},
-     "hosts": {"alice": {"namespace": "ilnp-alice", "iface": "eth0", "peer": "v0-alice",
+     "bridge": {"namespace": "ilnp-br", "bridge": "br0"},      # the first bridge's device
+     "bridges": {"eth0": {"device": "br0", "ipv4": null, "ipv6": null, "unicast_only": false}},
+     "hosts": {"alice": {"namespace": "ilnp-alice", "number": 1, "iface": "eth0", "peer": "v0-alice",
+                         "links": {"eth0": {"peer": "v0-alice", "addresses": []}},
                          "netns_inode": 4026532345}},
-     "nodes": {"alice": {"host": "alice", "namespace": "ilnp-alice",
+     "nodes": {"alice": {"host": "alice", "namespace": "ilnp-alice", "bridges": ["eth0"],
                          "run_dir": "/run/ilnp/ilnp/alice", "conf": ".../node.toml",
                          "supervisord_pid": 1234 | null}}}
+
+"iface" and "peer" are the host's first link (a state of a lab made before there were
+several bridges has only those).
 
 It is written before anything is made and updated as things are made, so `down` knows
 what to undo even after an `up` that failed half way.
