@@ -157,6 +157,15 @@ def test_a_locator_heard_after_the_update_comes_first():
     assert [loc for loc, _ in d.resolve("alice", 400)] == [C, A, B]
 
 
+def test_a_sighting_older_than_the_updates_last_refresh_comes_after_it():
+    d = discovery()
+    advert(d, A, 100)
+    d.peer_moved(ME, [A, B], 200)
+    advert(d, C, 300)                       # a stale copy, say
+    advert(d, B, 400)                       # the update's locators heard since
+    assert [loc for loc, _ in d.resolve("alice", 500)] == [A, B, C]
+
+
 def test_withdrawing_a_locator_solicits_on_those_left():
     d = DiscoveryCore("alice", ME, 30_000, random.Random(1))
     d.set_locators([A, B], [], 0)

@@ -261,8 +261,7 @@ class DiscoveryCore:
             return []
         node = self._nodes[nid]
         seen = [(last, loc) for loc, last in node.locs.items() if now is None or now - last < self.expiry_ms]
-        seen.sort(key=_preference(node))
-        return [(loc, nid) for _, loc in seen]
+        return [(loc, nid) for loc in _ordered(node, seen)]
 
     def name_of(self, loc: int, nid: int) -> str | None:
         """The hostname of an I-LV; None for a NID that lost its name in a conflict."""
@@ -282,8 +281,7 @@ class DiscoveryCore:
                 continue
             node = self._nodes[nid]
             live = [(last, loc) for loc, last in node.locs.items() if now - last < self.expiry_ms]
-            rows.append(HostRow(hostname, nid, [loc for _, loc in sorted(live, key=_preference(node))],
-                                now - max(live)[0]))
+            rows.append(HostRow(hostname, nid, _ordered(node, live), now - max(live)[0]))
         rows.sort(key=lambda r: r.hostname)
         return rows
 
@@ -423,11 +421,14 @@ class DiscoveryCore:
         actions.append(HostsChanged())
 
 
-def _preference(node: _Node):
-    """The order of a node's locators, as (last seen, loc) pairs: those heard of since its
-    last accepted update first (news: where it went without telling us), most recently
-    seen first; then those of the update, in its order (a multihomed node's primary
-    first); a node that never updated us, most recently seen first. Stable: ties keep
-    table order."""
+def _ordered(node: _Node, seen: list[tuple[int, int]]) -> list[int]:
+    """A node's locators from (last seen, loc) pairs, preferred first: newest first, as
+    before, except that the locators of its last accepted update count as seen when the
+    latest of them was and keep that update's order among themselves (a multihomed
+    node's primary first, whatever discovery refreshed last). So a locator heard of after
+    the update comes first (where it went without telling us), and one heard before the
+    update's were last seen comes after them. Stable: ties keep table order."""
     rank = node.rank
-    return lambda e: (rank.get(e[1], -1), -e[0])
+    ranked_last = max((last for last, loc in seen if loc in rank), default=0)
+    return [loc for _, loc in sorted(seen, key=lambda e: (-(ranked_last if e[1] in rank else e[0]),
+                                                          rank.get(e[1], -1)))]
