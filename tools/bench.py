@@ -19,6 +19,7 @@ and to the underlay; --json writes the figures for scripts.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import tempfile
@@ -139,6 +140,8 @@ def run_scenarios(lab_name: str, quick: bool, scenarios: str, json_path: str | N
         raise click.ClickException(f"unknown scenario {', '.join(unknown) or '(none given)'}; "
                                    f"known: {', '.join(SCENARIOS)}")
     log = lambda line: click.echo(line, err=True)  # noqa: E731 - progress on stderr, figures on stdout
+    # SIGTERM (a CI timeout, kill) ends the run like Ctrl-C: the lab up now comes down
+    signal.signal(signal.SIGTERM, lambda _sig, _frame: sys.exit(143))
     try:
         rows = run_all(QUICK if quick else FULL, lab_name, log, names)
     except (BenchError, LabError) as exc:

@@ -100,6 +100,9 @@ class UpLab:
         except (LabError, ExperimentError) as exc:
             self.__exit__()
             raise BenchError(str(exc)) from None
+        except BaseException:  # SIGTERM or Ctrl-C while it comes up: it comes down again
+            self.__exit__()
+            raise
         return self.lab
 
     def __exit__(self, *_exc) -> None:
