@@ -35,16 +35,16 @@ def big(tmp_path_factory) -> tuple[Path, str]:
     return path, hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def up(tmp_path_factory, base: str, pairs: list[tuple[str, str]]):
-    """Bring conf/lab/BASE.toml up (fast discovery), wait for `pairs` to discover each
-    other, yield the lab; always down, checked."""
+def up(tmp_path_factory, base: str, pairs: list[tuple[str, str]], nodes: dict | None = None):
+    """Bring conf/lab/BASE.toml up (fast discovery, `nodes`' overrides), wait for `pairs`
+    to discover each other, yield the lab; always down, checked."""
     if not is_root():
         pytest.skip("lab tests need root (network namespaces)")
     from tools.lab import Lab
 
     lab = Lab(lab_name("u"))
     try:
-        lab.up(write_topology(tmp_path_factory.mktemp("topo"), base), timeout=90)
+        lab.up(write_topology(tmp_path_factory.mktemp("topo"), base, nodes=nodes), timeout=90)
         wait_discovered(lab, pairs, timeout=30)
         yield lab
     finally:
@@ -145,6 +145,24 @@ class TestUnicast:
         addresses on the underlay port, and nothing else of ours."""
         seen = capture(unicast, "r1", "wan", lambda: pings(unicast, "alice", "bob", 3), count=6)
         assert seen and set(seen) <= {("10.9.0.2", "10.9.0.3"), ("10.9.0.3", "10.9.0.2")}, seen
+
+
+@pytest.fixture(scope="class")
+def unicast6(tmp_path_factory):
+    """The unicast lab with the routers' peers given by their IPv6 (ULA) addresses on wan."""
+    def peers(addr: str) -> dict:
+        return {"underlay": {"locators": {"0:0:0:d": {"peers": [f"[{addr}]:{UNDERLAY_PORT}"]}}}}
+    yield from up(tmp_path_factory, "unicast", [("alice", "bob"), ("bob", "alice")],
+                  nodes={"r1": peers("fd00:9::3"), "r2": peers("fd00:9::2")})
+
+
+class TestUnicastIpv6:
+    def test_ping_and_discovery_over_ipv6_peers(self, unicast6):
+        hosts = {h["hostname"]: h["locators"] for h in tool_json(unicast6, "alice", "ilnp-hosts")}
+        assert hosts["bob"] == ["0:0:0:b"], hosts
+        seen = capture(unicast6, "r1", "wan", lambda: pings(unicast6, "alice", "bob", 3), count=6)
+        assert seen and set(seen) <= {("fd00:9::2", "fd00:9::3"), ("fd00:9::3", "fd00:9::2")}, seen
+        assert pings(unicast6, "bob", "alice")["received"] == 5
 
 
 def capture(lab, node: str, iface: str, action, count: int) -> list[tuple[str, str]]:
