@@ -19,9 +19,10 @@ What a publisher can count (nothing is dropped silently):
 - REFUSED: the queue is full (the consumer is behind), or the backlog below is.
 - NO_CONSUMER: nobody has ever listened at the topic's endpoint.
 - HELD: the consumer is down (its connection broke, or it is not listening again yet):
-  the frame waits in our backlog (at most HOLD_FRAMES frames) and goes, in order, as
+  the frame waits in our backlog (at most HOLD_BYTES, HOLD_FRAMES frames) and goes, in order, as
   soon as a new incarnation listens (tried at each send and whenever the caller runs
-  retry(), which the actor loop does while anything is held).
+  retry(), which the actor loop does while anything is held). For CATCH_UP_S after it
+  is back, a full queue towards it holds too: it is not reading yet, not behind.
 - BAD_ENDPOINT: a route that is not an endpoint of ours (a bad `inbox` in a bind).
 What it cannot count: frames already in the queue of a consumer that died (SENT for us;
 its next incarnation does not know them).
@@ -31,6 +32,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import time
 from collections import deque
 
 from .rundir import RunDir
@@ -42,7 +44,21 @@ MAX_FRAME = 1 << 20      # the largest message read; a larger one is dropped and
 # messages; the kernel doubles what is asked for its bookkeeping. (4 MB asked held about
 # 5,600 datagrams: ilnp-bench --quick saw pair-1way's p50 at 80% load at 288 ms.)
 SNDBUF = 768 << 10
-HOLD_FRAMES = 2_000      # per consumer that is down: a dead consumer must not grow our memory
+# A connection routed to an application's own inbox (an STP port's socket) is that
+# application's receive buffer, as SO_RCVBUF is a UDP socket's: how far a bursty reader
+# may fall behind is its business, not the forwarding path's (the proxy's UDP sockets
+# ask 4 MB too). A restart's backlog reaches the application in a burst.
+APP_SNDBUF = 4 << 20
+# Per consumer that is down (restarting), what we keep for it: bounded in bytes, so a dead
+# consumer cannot grow our memory, and deep enough for a restart (~1 s) at the rates a
+# node carries: 8 MB is ~5,600 full datagrams, or 2,000/s of them each way for 1.4 s.
+# Frames count too (a frame of one small item costs more than its bytes).
+HOLD_BYTES = 8 << 20
+HOLD_FRAMES = 20_000
+# A consumer back from a restart reads its inbox only once the state it requires has
+# arrived (bus/actor.py, up to 1 s): for that long a full queue towards it holds frames
+# (within the bounds above) instead of refusing them.
+CATCH_UP_S = 2.0
 LISTEN_BACKLOG = 128
 
 SENT, REFUSED, NO_CONSUMER = True, False, None
@@ -157,26 +173,31 @@ def unlink_inbox(run: RunDir, name: str, consumes=()) -> None:
 class _Conn:
     """Our connection to one consumer endpoint, and what waits for it while it is down."""
 
-    __slots__ = ("path", "sock", "down", "held")
+    __slots__ = ("path", "sock", "down", "held", "held_bytes", "sndbuf", "catch_up_until")
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, sndbuf: int = SNDBUF):
         self.path = path
+        self.sndbuf = sndbuf
         self.sock: socket.socket | None = None
         self.down = False
         self.held: deque = deque()
+        self.held_bytes = 0
+        self.catch_up_until = 0.0  # monotonic time: a restarted consumer may be slow to read until then
 
     def open(self) -> bool:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             try:  # as root (the lab) past net.core.wmem_max; otherwise what the kernel allows
-                sock.setsockopt(socket.SOL_SOCKET, 32, SNDBUF)  # SO_SNDBUFFORCE
+                sock.setsockopt(socket.SOL_SOCKET, 32, self.sndbuf)  # SO_SNDBUFFORCE
             except OSError:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.sndbuf)
             sock.setblocking(False)
             sock.connect(self.path)
         except OSError:
             sock.close()
             return False
+        if self.down:  # a new incarnation of a consumer that was down
+            self.catch_up_until = time.monotonic() + CATCH_UP_S
         self.sock, self.down = sock, False
         return True
 
@@ -205,13 +226,15 @@ class _Conn:
             sent = self.push(self.held[0])
             if not sent:
                 return False
-            self.held.popleft()
+            self.held_bytes -= len(self.held.popleft()[1])
         return True
 
     def hold(self, parts) -> bool | _Status:
-        if len(self.held) >= HOLD_FRAMES:
+        size = len(parts[1])
+        if len(self.held) >= HOLD_FRAMES or self.held_bytes + size > HOLD_BYTES:
             return REFUSED
         self.held.append(parts)
+        self.held_bytes += size
         return HELD
 
     def close(self) -> None:
@@ -253,7 +276,7 @@ class DirectOut:
                 return BAD_ENDPOINT
         conn = self._conns.get(path)
         if conn is None:
-            conn = _Conn(path)
+            conn = _Conn(path, SNDBUF if endpoint is None else APP_SNDBUF)
             if not conn.open():
                 return BAD_ENDPOINT if endpoint is not None else None
             self._conns[path] = conn
@@ -279,6 +302,8 @@ class DirectOut:
             if self._reopen(conn) and conn.push(parts):
                 return SENT
             return self._hold(conn, parts)
+        if sent is False and conn.catch_up_until and time.monotonic() < conn.catch_up_until:
+            return self._hold(conn, parts)  # a consumer just back: not behind, not reading yet
         return SENT if sent else REFUSED
 
     def _reopen(self, conn: _Conn) -> bool:

@@ -84,15 +84,18 @@ def join_all(link) -> None:
 
 
 def rx_items(link, count: int, timeout: float = 5.0) -> list[tuple[int, bytes]]:
-    """What the link emits on link.rx, read through the readers its loop polls."""
+    """What the link emits on link.rx, read through the readers its loop polls (and its
+    timers: an adopted socket's backlog is read in timed slices before it is polled)."""
     deadline = time.monotonic() + timeout
     got: list = []
     while len(got) < count:
         left = deadline - time.monotonic()
         assert left > 0, f"{len(got)} of {count} on link.rx: {got}"
-        ready, _, _ = select.select([u.fileno() for _n, u in link.attached], [], [], left)
+        link.actor._run_timers()
+        ready, _, _ = select.select([u.fileno() for _n, u in link.attached], [], [], min(left, 0.01))
         for fd in ready:
-            link.actor._readers[fd]()
+            if fd in link.actor._readers:
+                link.actor._readers[fd]()
         got += [tuple(item) for item in link.actor._out.pop(topics.LINK_RX, [])]
     return got
 

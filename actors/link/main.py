@@ -22,6 +22,7 @@ import hashlib
 import logging
 import re
 import sys
+import time
 from collections import Counter
 
 from bus.actor import DRAIN_LIMIT
@@ -46,7 +47,15 @@ log = logging.getLogger("link")
 STORE_NAME = "link-underlay"  # the default underlay's entry in the fd store (the others: store_name)
 STORE_GET_TIMEOUT_S = 1.0     # at start: the store's answer before we open a fresh socket
 STORE_RETRY_S = 1.0           # the store is away (not started yet, restarting): try again
-BACKLOG_PACE_S = 2.0          # an adopted socket's deep buffer is paced by then even if no batch came
+# An adopted socket's backlog (what arrived while no link ran) is read at BACKLOG_PPS, in
+# slices, not at once: the link reads far faster than the router forwards, and the queue
+# between them holds 25 ms (bus/direct.py), so a backlog read whole would be refused
+# there. What waits stays in the deep buffer the store gave the socket. Once a slice
+# finds the socket empty (or after BACKLOG_MAX_S) the socket is polled as usual and
+# goes back to its paced buffer.
+BACKLOG_PPS = 15_000
+BACKLOG_SLICE = 64
+BACKLOG_MAX_S = 3.0
 
 
 def store_name(spec: UnderlaySpec) -> str:
@@ -101,8 +110,14 @@ class LinkShell:
         self.ratelog = RateLimitedLog(log)
         self.actor.subscribe(topics.STATE_LOCATORS, self.on_locators)
         self.actor.subscribe(topics.LINK_TX, self.on_tx)
+        # adopted sockets keep the deep buffer the store gave them until their backlog is read
+        self.backlog: set[Underlay] = {u for name, u in self.attached if name in adopted}
         for _name, underlay in self.attached:
-            self.actor.add_reader(underlay, lambda underlay=underlay: self.on_readable(underlay))
+            if underlay in self.backlog:
+                self.actor.call_later(0, lambda u=underlay, end=time.monotonic() + BACKLOG_MAX_S:
+                                      self._read_backlog(u, end))
+            else:
+                self._poll(underlay)
         self.actor.command("joined", self.joined)
         self.actor.status_extra = self.status
         # multihoming: the locators whose interface is down (a cable pulled), for mobility
@@ -110,10 +125,6 @@ class LinkShell:
         self.carried = locators_by_interface(config)
         self.actor.owns(topics.STATE_LINKS, self.links)
         self.actor.add_reader(self.carrier, self.on_carrier)
-        # adopted sockets keep the deep buffer the store gave them until their backlog is read
-        self.backlog: set[Underlay] = {u for name, u in self.attached if name in adopted}
-        if self.backlog:
-            self.actor.call_later(BACKLOG_PACE_S, self._pace_backlog)
         for name, underlay in self.attached:
             self.counters["fd_adopted" if name in adopted else "fd_fresh"] += 1
             log.info("event=underlay_%s kind=%s store=%s joined=%s", "adopted" if name in adopted else "opened",
@@ -312,16 +323,22 @@ class LinkShell:
             except OSError:
                 counters["tx_errors"] += 1
 
-    def _pace_backlog(self, underlay: Underlay | None = None) -> None:
-        for paced in [underlay] if underlay is not None else list(self.backlog):
-            self.backlog.discard(paced)
-            paced.pace_receive()
-            self.counters["backlogs_read"] += 1
+    def _poll(self, underlay: Underlay) -> None:
+        self.actor.add_reader(underlay, lambda: self.on_readable(underlay))
 
-    def on_readable(self, underlay: Underlay) -> int:
-        batch = underlay.recv_batch(DRAIN_LIMIT)
-        if self.backlog and len(batch) < DRAIN_LIMIT and underlay in self.backlog:
-            self._pace_backlog(underlay)  # the socket is empty: what waited is read
+    def _read_backlog(self, underlay: Underlay, end: float) -> None:
+        """One slice of an adopted socket's backlog; the next in BACKLOG_SLICE / BACKLOG_PPS."""
+        got = self.on_readable(underlay, BACKLOG_SLICE)
+        if got < BACKLOG_SLICE or time.monotonic() >= end:  # read (or it outlasts its time)
+            self.backlog.discard(underlay)
+            underlay.pace_receive()
+            self.counters["backlogs_read"] += 1
+            self._poll(underlay)
+        else:
+            self.actor.call_later(BACKLOG_SLICE / BACKLOG_PPS, lambda: self._read_backlog(underlay, end))
+
+    def on_readable(self, underlay: Underlay, limit: int = DRAIN_LIMIT) -> int:
+        batch = underlay.recv_batch(limit)
         emit, counters, mtu = self.actor.emit, self.counters, self.mtu
         for loc, data in batch:
             if len(data) > mtu:  # the link's MTU holds both ways: bigger is not an overlay frame
