@@ -188,6 +188,18 @@ class Generator:
             self.proc.wait()
 
 
+def start_both_ways(lab, params: Params, out: Path, ready_s: float = 20.0) -> dict[str, Generator]:
+    """alice <-> bob at params.rate each way, started together: {"alice": ..., "bob": ...},
+    each writing what it receives to out/at_<node>.csv."""
+    gens = {"alice": Generator(lab, "alice", "bob", 5001, 5002, params, out / "at_alice.csv"),
+            "bob": Generator(lab, "bob", "alice", 5002, 5001, params, out / "at_bob.csv")}
+    for gen in gens.values():
+        gen.ready.wait(ready_s)
+    for gen in gens.values():
+        gen.go()
+    return gens
+
+
 def wait_discovered(lab, pairs: list[tuple[str, str]], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     for node, host in pairs:

@@ -78,12 +78,7 @@ def main(rate, nodes, actor_names, lab_name, json_path):
         try:
             lab.up(orchestrate.write_topology(out, params))
             orchestrate.wait_discovered(lab, [("alice", "bob"), ("bob", "alice")])
-            gens = {"alice": orchestrate.Generator(lab, "alice", "bob", 5001, 5002, params, out / "at_alice.csv"),
-                    "bob": orchestrate.Generator(lab, "bob", "alice", 5002, 5001, params, out / "at_bob.csv")}
-            for gen in gens.values():
-                gen.ready.wait(20)
-            for gen in gens.values():
-                gen.go()
+            gens = orchestrate.start_both_ways(lab, params, out)
             time.sleep(SETTLE_S)
             for node in nodes_l:
                 for actor in actors_l:
