@@ -154,6 +154,10 @@ def test_a_restarted_router_relearns_its_routes_at_once(make_lab):
     because discovery re-solicits when the router says hello; and alice keeps her nonce,
     even killed before peers.json was written (it is derived from the node key)."""
     lab = make_lab("router", defaults={"discovery": {"wait_time": 30.0}})
+    # a solicitation on each side gets the answers at once, instead of the next period when
+    # the nodes' own first ones went before the router was up (up to 30 s of the suite)
+    for node, loc in (("alice", "0:0:0:a"), ("bob", "0:0:0:b")):
+        tool(lab, node, "ilnp-attack", "solicit", "--locator", loc, "--hop", "2")
     wait_discovered(lab, [("alice", "bob"), ("bob", "alice")])
     assert tool(lab, "alice", "ilnp-ping", "-c", "1", "-W", "2", "bob", check=False).returncode == 0
     before = wait_for(lambda: all_running(lab, "alice"), 10, "alice RUNNING")

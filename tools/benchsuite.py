@@ -63,7 +63,7 @@ class Plan:
     mobility: Params      # mobility-2way's experiment
 
 
-QUICK = Plan(trial_s=1.0, start_pps=5000, max_pps=160_000, refine=1, ping_count=50, size=1396,
+QUICK = Plan(trial_s=1.0, start_pps=10_000, max_pps=160_000, refine=0, ping_count=30, size=1396,
              stream_bytes=5_000_000, mobility=Params(rate=5000, duration=7, move_time=3, handoff_time=1.5))
 FULL = Plan(trial_s=5.0, start_pps=2500, max_pps=160_000, refine=3, ping_count=500, size=1396,
             stream_bytes=50_000_000, mobility=Params(rate=10_000, duration=30, move_time=6, handoff_time=3))
@@ -353,6 +353,7 @@ def _proxy_maps(lab: Lab) -> int:
 
 
 def router_scenarios(plan: Plan, prefix: str, wanted: set[str], log: Log) -> list[dict]:
+    """Every scenario of the lab alice - router - bob, on one lab (streams last)."""
     rows = []
     with UpLab(f"{prefix}r", lambda tmp: _topology(tmp, "router")) as lab:
         if "underlay" in wanted:
@@ -380,6 +381,8 @@ def router_scenarios(plan: Plan, prefix: str, wanted: set[str], log: Log) -> lis
                     lab, "proxy-1way", [Flow("alice", "bob", "udp")],
                     lambda n: udp_ping(lab, "alice", "127.0.0.1", proxy_port, n, local_port=PROXY_PING_PORTS[0]),
                     plan, log, proxy_port=proxy_port))
+        if wanted & {"stream-1", "stream-8"}:
+            rows += stream_scenarios(lab, plan, wanted, log)
     return rows
 
 
@@ -417,11 +420,10 @@ def mobility_scenario(plan: Plan, prefix: str, log: Log) -> dict:
     return row
 
 
-def stream_scenarios(plan: Plan, prefix: str, wanted: set[str], log: Log) -> list[dict]:
+def stream_scenarios(lab: Lab, plan: Plan, wanted: set[str], log: Log) -> list[dict]:
     log(f"stream-1, stream-8: bulk TCP through the stream relay, {plan.stream_bytes / 1e6:g} MB a connection")
-    with UpLab(f"{prefix}s", lambda tmp: _topology(tmp, "router")) as lab:
-        got = streambench._scenario(lab, {1: plan.stream_bytes, 8: plan.stream_bytes}, log)
-        memory = _memory(lab)
+    got = streambench._scenario(lab, {1: plan.stream_bytes, 8: plan.stream_bytes}, log)
+    memory = _memory(lab)
     rows = []
     for count in (1, 8):
         name = f"stream-{count}"
@@ -443,14 +445,12 @@ def run_all(plan: Plan, prefix: str, log: Log, only: tuple[str, ...] = SCENARIOS
     wanted = set(only)
     rows: list[dict] = []
     started = time.monotonic()
-    if wanted & {"underlay", "router-1way", "router-2way", "proxy-1way"}:
+    if wanted & {"underlay", "router-1way", "router-2way", "proxy-1way", "stream-1", "stream-8"}:
         rows += router_scenarios(plan, prefix, wanted, log)
     if "pair-1way" in wanted:
         rows.append(pair_scenario(plan, prefix, log))
     if "mobility-2way" in wanted:
         rows.append(mobility_scenario(plan, prefix, log))
-    if wanted & {"stream-1", "stream-8"}:
-        rows += stream_scenarios(plan, prefix, wanted, log)
     raw = next((r["lossless_pps"] for r in rows if r["scenario"] == "underlay"), None)
     for row in rows:
         if row["lossless_pps"] is not None and raw:
