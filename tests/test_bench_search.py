@@ -2,7 +2,11 @@
 driven by a fake trial: no lab, no timing."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 from tools.benchsuite import KEYS, QUICK, SCENARIOS, empty_row, search, table
+
+PLAN = replace(QUICK, start_pps=5000, refine=1)
 
 
 def fake_trial(capacity: float, sender_max: float = 1e9, tried: list | None = None):
@@ -19,7 +23,7 @@ def fake_trial(capacity: float, sender_max: float = 1e9, tried: list | None = No
 
 def test_doubling_then_bisecting_finds_the_rate_between_lossless_and_lossy():
     tried = []
-    plan = QUICK.__class__(**{**QUICK.__dict__, "start_pps": 5000, "refine": 3})
+    plan = replace(PLAN, refine=3)
     best, trial = search(fake_trial(27_000, tried=tried), plan, lambda s: None, "x")
     assert tried[:4] == [5000, 10000, 20000, 40000]      # doubling until the first loss
     assert tried[4:] == [30000, 25000, 27500]            # then bisecting
@@ -27,18 +31,18 @@ def test_doubling_then_bisecting_finds_the_rate_between_lossless_and_lossy():
 
 
 def test_a_path_lossy_from_the_start_is_halved_until_lossless():
-    best, _ = search(fake_trial(1500), QUICK, lambda s: None, "x")
+    best, _ = search(fake_trial(1500), PLAN, lambda s: None, "x")
     assert 0 < best <= 1500
 
 
 def test_a_sender_that_falls_short_ends_the_search_at_what_it_achieved():
     tried = []
-    best, trial = search(fake_trial(1e9, sender_max=30_000, tried=tried), QUICK, lambda s: None, "x")
+    best, trial = search(fake_trial(1e9, sender_max=30_000, tried=tried), PLAN, lambda s: None, "x")
     assert tried == [5000, 10000, 20000, 40000] and best == 30_000 and trial["sender_bound"]
 
 
 def test_nothing_lossless_at_all_is_zero():
-    best, trial = search(fake_trial(0), QUICK, lambda s: None, "x")
+    best, trial = search(fake_trial(0), PLAN, lambda s: None, "x")
     assert best == 0 and trial is None
 
 
