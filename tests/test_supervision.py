@@ -119,7 +119,7 @@ startretries=1
 autorestart=true
 
 [eventlistener:supervision]
-command={python} -m tools.supervision --revive-after 1
+command={python} -m tools.supervision --revive-after 3
 directory={repo}
 events=PROCESS_STATE
 buffer_size=1024
