@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections import Counter, OrderedDict, deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -64,7 +64,7 @@ ROUTE_WAIT_MAX = 1024
 # `path_switch_hold_ms` after the last one on the old path, in order, as a bridge holds
 # a moved MAC's frames. Bounded: past PATH_HOLD_MAX held packets the hold ends early.
 PATH_HOLD_MAX = 4096
-PATHS_MAX = 4096  # peers whose last path is remembered (least recently sent first out)
+PATHS_MAX = 4096  # peers whose last path is remembered (the first remembered goes first)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +122,7 @@ class RouterCore:
         self._route_wait_version = -1  # the table version they were last tried at
         self.path_switch_hold_ms = path_switch_hold_ms
         # dst NID -> (interface, destination locator, last send ms) of its latest send
-        self._paths: OrderedDict[int, tuple[int, int, int]] = OrderedDict()
+        self._paths: dict[int, tuple[int, int, int]] = {}
         # dst NID -> [release ms, deque of send() arguments] while its path switch is held
         self._held: dict[int, list] = {}
 
@@ -362,10 +362,9 @@ class RouterCore:
                 self.counters["path_switch_held"] += 1
                 self._due(release)
                 return True
-        paths[dst_nid] = (out_loc, dst_loc, now)
-        paths.move_to_end(dst_nid)
-        if len(paths) > PATHS_MAX:
-            paths.popitem(last=False)
+        paths[dst_nid] = (out_loc, dst_loc, now)  # per packet: one store, no reordering of the dict
+        if len(paths) > PATHS_MAX:  # the oldest peer first out (at worst one missed hold)
+            del paths[next(iter(paths))]
         return False
 
     def _release_overflow(self, dst_nid: int, now: int) -> list:
