@@ -173,7 +173,9 @@ def test_a_real_supervisord_failed_starts_fatal_revival_and_a_kill(supervised):
     boom, steady = report["boom"]["supervisor"], report["steady"]["supervisor"]
     assert rc == 1 and boom["state"] == "FATAL"
     assert boom["restarts"] >= 1 and boom["last_exit"]["status"] == "exit status 3"
-    assert boom["last_exit"]["ran_s"] < 2
+    # a 0.2 s run, as supervisord saw it: it notices an exit up to a second late, more
+    # under load (2.2 s seen in CI), but under startsecs (2) plus that second
+    assert boom["last_exit"]["ran_s"] < 3
     assert steady["state"] == "RUNNING" and steady["restarts"] == 0 and steady["last_exit"] is None
     # kill -9: one more restart, "terminated by SIGKILL"
     os.kill(steady["pid"], signal.SIGKILL)
